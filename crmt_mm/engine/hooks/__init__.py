@@ -1,0 +1,3 @@
+from .phase_switch_hook import CRMTPhaseSwitchHook
+
+__all__ = ['CRMTPhaseSwitchHook']

@@ -1,0 +1,186 @@
+"""Switches a CRMT run from step 1 to step 2 at a configured epoch."""
+import time
+from typing import Optional
+
+import torch
+from mmaction.registry import HOOKS
+from mmengine.dist import all_reduce
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from crmt_mm.certification import estimate_tau
+
+RESET_MOMENTUM = ('switch', 'epoch')
+
+
+def unwrap(model):
+    """The bare model behind an optional DDP wrapper."""
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class CRMTPhaseSwitchHook(Hook):
+    """CRMT step 2: re-weight the integration weights for a larger radius.
+
+    At the first training epoch ``>= switch_epoch`` (tested with ``>=`` so a
+    resumed run cannot miss it) the hook, once:
+
+    1. estimates tau (per-modality, per-class Lipschitz constants of the
+       uni-modal logits) on the training loader, encoders in eval mode,
+       gradients w.r.t. inputs only, all-reduced with MAX across ranks, and
+       stores it in the model's ``tau`` buffer;
+    2. sets the model's ``phase`` buffer to 2, which keeps the encoders in
+       eval mode and makes ``loss()`` return ``-mean r(x)``;
+    3. freezes every parameter but the integration weights;
+    4. gives their optimizer groups ``lr = lr_factor * initial_lr``,
+       ``momentum`` and ``weight_decay`` and clears their momentum.
+
+    Note:
+        On resume, ``before_train`` finds ``phase == 2`` in the loaded
+        buffers and replays only step 3: tau, lr and momentum come from the
+        checkpoint, so the resumed run continues exactly.
+        Under DDP the model must be wrapped with
+        ``find_unused_parameters=True`` (frozen parameters get no grads).
+        End step-1 parameter schedulers at ``switch_epoch``: mmengine's
+        schedulers are chainable and would otherwise keep changing the lr.
+
+    Args:
+        switch_epoch (int): first epoch (0-based) of step 2; step 1 runs
+            epochs ``[0, switch_epoch)``.
+        lr_factor (float): step-2 lr as a factor of the configured base lr
+            (the group's ``initial_lr``). Defaults to 0.03.
+        momentum (float): step-2 SGD momentum. Defaults to 0.9.
+        weight_decay (float): step-2 weight decay on a. Defaults to 1e-2.
+        tau_max_batches (int, optional): estimate tau on at most this many
+            training batches (a documented sub-sample). Defaults to None (the
+            whole training set).
+        reset_momentum (str): ``'switch'`` clears momentum once at the
+            switch; ``'epoch'`` at every step-2 epoch (the reference
+            re-creates its optimizer each epoch). Defaults to ``'switch'``.
+
+    Example:
+        >>> custom_hooks = [dict(type='CRMTPhaseSwitchHook', switch_epoch=140,
+        ...                      lr_factor=0.03, momentum=0.9,
+        ...                      weight_decay=1e-2)]
+    """
+    priority = 'NORMAL'
+
+    def __init__(self, switch_epoch: int, lr_factor: float = 0.03,
+                 momentum: float = 0.9, weight_decay: float = 1e-2,
+                 tau_max_batches: Optional[int] = None,
+                 reset_momentum: str = 'switch') -> None:
+        if int(switch_epoch) != switch_epoch or switch_epoch < 0:
+            raise ValueError(f'switch_epoch must be an integer >= 0, got '
+                             f'{switch_epoch}')
+        for name, value in (('lr_factor', lr_factor), ('momentum', momentum),
+                            ('weight_decay', weight_decay)):
+            if value < 0:
+                raise ValueError(f'{name} must be >= 0, got {value}')
+        if tau_max_batches is not None and tau_max_batches < 1:
+            raise ValueError(f'tau_max_batches must be >= 1 or None, got '
+                             f'{tau_max_batches}')
+        if reset_momentum not in RESET_MOMENTUM:
+            raise ValueError(f'reset_momentum must be one of '
+                             f'{RESET_MOMENTUM}, got {reset_momentum!r}')
+        self.switch_epoch = int(switch_epoch)
+        self.lr_factor = lr_factor
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.tau_max_batches = tau_max_batches
+        self.reset_momentum = reset_momentum
+
+    def before_train(self, runner) -> None:
+        if self.switch_epoch >= runner.max_epochs:
+            raise ValueError(
+                f'CRMTPhaseSwitchHook.switch_epoch={self.switch_epoch} must '
+                f'be < train_cfg.max_epochs={runner.max_epochs}, or step 2 '
+                'never runs; set max_epochs = switch_epoch + phase-2 epochs.')
+        wrapped = runner.model
+        if is_model_wrapper(wrapped) and not getattr(
+                wrapped, 'find_unused_parameters', True):
+            raise ValueError(
+                'CRMT step 2 freezes parameters, which DDP only allows with '
+                'find_unused_parameters=True; add '
+                'find_unused_parameters=True to the config.')
+        model = unwrap(wrapped)
+        if int(model.phase) == 2:
+            if not bool((model.tau > 0).any()):
+                runner.logger.warning(
+                    'checkpoint is in phase 2 but has no tau (foreign or '
+                    'older checkpoint): estimating it again.')
+                self._estimate_tau(runner, model)
+            model.freeze_for_phase2()
+            model.train(model.training)
+            runner.logger.info(f'resumed in CRMT phase 2 at epoch '
+                               f'{runner.epoch}; only a^(m) trains')
+
+    def before_train_epoch(self, runner) -> None:
+        model = unwrap(runner.model)
+        if int(model.phase) == 1 and runner.epoch >= self.switch_epoch:
+            self._switch(runner, model)
+        elif int(model.phase) == 2 and self.reset_momentum == 'epoch':
+            self._configure_groups(runner, model, set_lr=False)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        model = unwrap(runner.model)
+        if int(model.phase) == 2:
+            model.constrain_integration_()
+
+    def _switch(self, runner, model) -> None:
+        self._estimate_tau(runner, model)
+        model.phase.fill_(2)
+        model.freeze_for_phase2()
+        model.constrain_integration_()
+        model.train(model.training)
+        self._configure_groups(runner, model, set_lr=True)
+        runner.logger.info(
+            f'CRMT phase 2 from epoch {runner.epoch}: only a^(m) trains, '
+            f'encoders frozen in eval mode')
+
+    def _estimate_tau(self, runner, model) -> None:
+        start = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            batches = (model.split_inputs(
+                model.data_preprocessor(batch, False)['inputs'])
+                for batch in runner.train_dataloader)
+            result = estimate_tau(model.modality_logits, batches,
+                                  model.modalities, model.num_classes,
+                                  max_batches=self.tau_max_batches)
+        finally:
+            model.train(was_training)
+        tau = result['tau'].to(model.tau.device)
+        all_reduce(tau, op='max')
+        model.tau.copy_(tau)
+        summary = ', '.join(
+            f'{m}: min {row.min():.4g} mean {row.mean():.4g} max '
+            f'{row.max():.4g}' for m, row in zip(model.modalities, tau))
+        runner.logger.info(
+            f'tau estimated on {result["num_samples"]} training samples per '
+            f'rank (eval mode, input gradients, max over ranks) in '
+            f'{time.perf_counter() - start:.1f}s: {summary}')
+        runner.message_hub.update_info('crmt_tau', tau.cpu().tolist())
+
+    def _configure_groups(self, runner, model, set_lr: bool) -> None:
+        """Step-2 optimizer settings for the groups holding a^(m)."""
+        optimizer = runner.optim_wrapper.optimizer
+        targets = set(map(id, model.integration_parameters()))
+        groups = [g for g in optimizer.param_groups
+                  if g.get('crmt_group') == 'integration'] or [
+                      g for g in optimizer.param_groups
+                      if any(id(p) in targets for p in g['params'])]
+        if not groups:
+            raise RuntimeError(
+                'no optimizer param group holds the integration weights; '
+                'were they frozen before the optimizer was built?')
+        for group in groups:
+            if set_lr:
+                base = group.get('initial_lr', optimizer.defaults['lr'])
+                group['lr'] = self.lr_factor * base
+                if 'momentum' in group:
+                    group['momentum'] = self.momentum
+                group['weight_decay'] = self.weight_decay
+            for p in group['params']:
+                optimizer.state.pop(p, None)

@@ -1,0 +1,3 @@
+from .margin_loss import CRMTMarginLoss, margin_regularizer
+
+__all__ = ['CRMTMarginLoss', 'margin_regularizer']

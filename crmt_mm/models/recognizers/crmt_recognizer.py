@@ -1,0 +1,388 @@
+"""Multi-modal late-fusion recognizer with CRMT's two training phases."""
+import contextlib
+import math
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from mmaction.registry import MODELS
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from crmt_mm.attacks import InputSpace, MultiModalPGD
+from crmt_mm.certification import certified_radius
+from .modality_encoder import ModalityEncoder
+
+A_CONSTRAINTS = ('clamp', 'abs', 'none')
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; parameters were not updated."""
+
+
+@MODELS.register_module()
+class CRMTRecognizer(BaseModel):
+    """Late-fusion recognizer over any number (>= 2) of modalities.
+
+    Each modality has an encoder (any mmaction2 backbone plus pooling, see
+    :class:`ModalityEncoder`), a fusion head (:class:`CRMTHead` or the JT
+    baseline :class:`ConcatHead`) combines them. Phase 1 minimises the
+    configured :class:`CRMTMarginLoss`; phase 2 (switched on by
+    :class:`CRMTPhaseSwitchHook`) trains only the integration weights ``a``
+    to maximise the certified radius r(x) with the encoders frozen in eval
+    mode.
+
+    Note:
+        ``phase`` (1 or 2) and ``tau`` ([M, K], the per-modality, per-class
+        Lipschitz estimates; zeros until estimated) are persistent buffers,
+        so every checkpoint carries them and resume restores them.
+
+    Args:
+        encoders (dict): modality name -> dict(``input_key``, ``backbone``,
+            ``feat_dim``, optional ``temporal`` and ``input_shape``); the
+            order fixes the modality order M.
+        head (dict): fusion head config (``num_classes`` required; the
+            recognizer fills ``in_channels``).
+        loss (dict): step-1 loss. Defaults to ``dict(type='CRMTMarginLoss')``.
+        competitor (str): competitor classes of r(x) in phase 2, ``'min'``
+            (the bound) or ``'runner_up'`` (reference). Defaults to ``'min'``.
+        a_constraint (str): ``'clamp'`` (a >= 0, enforced by the phase hook
+            after every step), ``'abs'`` (|a| in the radius) or ``'none'``
+            (reference: a in the radius). Defaults to ``'clamp'``.
+        input_ranges (dict, optional): modality -> valid raw range
+            ``(lo, hi)`` or None, for clamping perturbed inputs. Defaults to
+            (0, 255) for modalities the preprocessor normalises, None else.
+        data_preprocessor (dict): normally ``MultiModalDataPreprocessor``.
+        init_cfg (dict, optional): Defaults to None.
+
+    Example:
+        >>> model = dict(
+        ...     type='CRMTRecognizer',
+        ...     encoders=dict(
+        ...         visual=dict(input_key='imgs', feat_dim=512,
+        ...                     temporal='fold',
+        ...                     backbone=dict(type='ResNet', depth=18)),
+        ...         audio=dict(input_key='audios', feat_dim=512,
+        ...                    backbone=dict(type='ResNet', depth=18,
+        ...                                  in_channels=1))),
+        ...     head=dict(type='CRMTHead', num_classes=31),
+        ...     loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0))
+    """
+
+    def __init__(self, encoders: Mapping[str, dict], head: dict,
+                 loss: Optional[dict] = None, competitor: str = 'min',
+                 a_constraint: str = 'clamp',
+                 input_ranges: Optional[Mapping[str, object]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        if len(encoders) < 2:
+            raise ValueError('CRMTRecognizer needs at least 2 modalities, '
+                             f'got {list(encoders)}')
+        if competitor not in ('min', 'runner_up'):
+            raise ValueError("competitor must be 'min' or 'runner_up', got "
+                             f'{competitor!r}')
+        if a_constraint not in A_CONSTRAINTS:
+            raise ValueError(f'a_constraint must be one of {A_CONSTRAINTS}, '
+                             f'got {a_constraint!r}')
+        self.encoders = nn.ModuleDict()
+        for name, cfg in encoders.items():
+            try:
+                self.encoders[name] = ModalityEncoder(**cfg)
+            except TypeError as err:
+                raise ValueError(
+                    f'encoders.{name}: {err}. Allowed keys: input_key, '
+                    'backbone, feat_dim, temporal, input_shape.') from err
+        self.modalities = tuple(self.encoders)
+        head = dict(head)
+        head['in_channels'] = {m: e.feat_dim for m, e in self.encoders.items()}
+        self.head = MODELS.build(head)
+        self.num_classes = self.head.num_classes
+        self.loss_module = MODELS.build(
+            loss if loss is not None else dict(type='CRMTMarginLoss'))
+        self.competitor = competitor
+        self.a_constraint = a_constraint
+        ranges = dict(input_ranges or {})
+        unknown = set(ranges) - set(self.modalities)
+        if unknown:
+            raise ValueError(f'input_ranges names unknown modalities '
+                             f'{sorted(unknown)}; the model has '
+                             f'{list(self.modalities)}')
+        self.input_ranges = ranges
+        self.register_buffer('phase', torch.tensor(1, dtype=torch.long))
+        self.register_buffer(
+            'tau', torch.zeros(len(self.modalities), self.num_classes))
+
+    # ------------------------------------------------------------------
+    # The contract used by hooks, loops, attacks and certification.
+    # ------------------------------------------------------------------
+    @property
+    def bias(self) -> Tensor:
+        return self.head.bias
+
+    def integration_weights(self) -> Tensor:
+        """Integration weights a [M, K] (ones for ``ConcatHead``)."""
+        return self.head.integration_weights()
+
+    def split_inputs(self, inputs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Packed inputs keyed by input key -> modality-name dict, checked."""
+        if not isinstance(inputs, Mapping):
+            raise TypeError('CRMTRecognizer expects a dict of modality '
+                            'tensors; use PackActionInputs(collect_keys=...) '
+                            'and MultiModalDataPreprocessor.')
+        expected = {e.input_key: m for m, e in self.encoders.items()}
+        if set(inputs) != set(expected):
+            raise ValueError(
+                f'the data provides inputs {sorted(inputs)} but the model '
+                f'expects {sorted(expected)} (modalities {expected}); make '
+                "PackActionInputs' collect_keys and the encoders' input_key "
+                'agree.')
+        out = {}
+        for name, encoder in self.encoders.items():
+            x = inputs[encoder.input_key]
+            shape = encoder.input_shape
+            if (shape is not None and tuple(x.shape[2:]) != shape) or \
+                    x.ndim < 3:
+                raise ValueError(
+                    f'modality {name!r} ({encoder.input_key}): expected input '
+                    f'[B, N, {", ".join(map(str, shape or ("...",)))}], got '
+                    f'{list(x.shape)}. Check the pipeline (FormatShape, '
+                    'resize) against the encoder input_shape.')
+            out[name] = x
+        return out
+
+    def extract_feats(self, x: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """``{m: [B, N, ...]}`` -> features ``{m: [B, D_m]}``."""
+        return {m: self.encoders[m](x[m]) for m in self.modalities}
+
+    def unimodal_logits(self, feats: Mapping[str, Tensor]
+                        ) -> Dict[str, Tensor]:
+        """Features -> uni-modal logits ``{m: [B, K]}``."""
+        return self.head.unimodal_logits(feats)
+
+    def fuse(self, logits: Mapping[str, Tensor],
+             drop: Iterable[str] = ()) -> Tensor:
+        """Uni-modal logits -> fused logits [B, K] without ``drop``."""
+        return self.head.fuse(logits, drop)
+
+    def fused_logits(self, x: Mapping[str, Tensor],
+                     drop: Iterable[str] = ()) -> Tensor:
+        """Modality inputs -> fused logits [B, K]; ``drop`` zeroes the
+        features of those modalities."""
+        return self.fuse(self.unimodal_logits(self.extract_feats(x)), drop)
+
+    def modality_logits(self, x: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Modality inputs -> uni-modal logits (used for tau)."""
+        return self.unimodal_logits(self.extract_feats(x))
+
+    def input_spaces(self) -> Dict[str, Optional[InputSpace]]:
+        """Raw-unit statistics and valid range of every modality's input."""
+        spaces = {}
+        preprocessors = getattr(self.data_preprocessor, 'preprocessors', {})
+        for name, encoder in self.encoders.items():
+            pre = preprocessors[encoder.input_key] \
+                if encoder.input_key in preprocessors else None
+            normalised = pre is not None and getattr(pre, '_enable_normalize',
+                                                     False)
+            default = (0.0, 255.0) if normalised else None
+            bounds = self.input_ranges.get(name, default)
+            if bounds is None and not normalised:
+                spaces[name] = None
+                continue
+            spaces[name] = InputSpace(
+                mean=pre.mean if normalised else None,
+                std=pre.std if normalised else None,
+                lo=None if bounds is None else bounds[0],
+                hi=None if bounds is None else bounds[1])
+        return spaces
+
+    def certified_radius(self, x: Mapping[str, Tensor], labels: Tensor
+                         ) -> Tensor:
+        """Signed joint radius r(x) [B] with the stored ``tau``."""
+        z = torch.stack(list(self.modality_logits(x).values()))
+        return certified_radius(z, self.integration_weights(), self.bias,
+                                self.tau, labels, self.competitor,
+                                self.a_constraint != 'none')
+
+    # ------------------------------------------------------------------
+    # mmengine entry points.
+    # ------------------------------------------------------------------
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        """Dispatch to ``loss``, ``predict`` or ``_forward``."""
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self._forward(inputs)
+        raise RuntimeError(f'Invalid mode {mode!r}; use loss, predict or '
+                           'tensor.')
+
+    def _forward(self, inputs) -> Tensor:
+        return self.fused_logits(self.split_inputs(inputs))
+
+    def labels_of(self, data_samples) -> Tensor:
+        """Stack ``gt_label`` of the data samples and check their range."""
+        labels = torch.cat([ds.gt_label.view(-1)[:1] for ds in data_samples])
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if bad.any():
+            raise ValueError(
+                f'labels out of range [0, {self.num_classes}): '
+                f'{labels[bad].tolist()[:5]}. Check the annotation file and '
+                "the head's num_classes.")
+        return labels.to(self.tau.device)
+
+    def predict(self, inputs, data_samples) -> List:
+        """Fused and per-modality scores into ``pred_score`` (a dict)."""
+        x = self.split_inputs(inputs)
+        z = self.modality_logits(x)
+        scores = {'fused': self.fuse(z).softmax(-1)}
+        scores.update({m: logit.softmax(-1) for m, logit in z.items()})
+        for index, sample in enumerate(data_samples):
+            sample.set_pred_score({k: v[index] for k, v in scores.items()})
+        return data_samples
+
+    def loss(self, inputs, data_samples) -> Dict[str, Tensor]:
+        """Phase 1: the configured CRMT loss; phase 2: -mean r(x)."""
+        x = self.split_inputs(inputs)
+        labels = self.labels_of(data_samples)
+        if int(self.phase) == 2:
+            losses = self._radius_loss(x, labels)
+        else:
+            losses = self._phase1_loss(x, labels)
+        self._check_finite(losses)
+        return losses
+
+    def _phase1_loss(self, x: Dict[str, Tensor], labels: Tensor
+                     ) -> Dict[str, Tensor]:
+        loss_module = self.loss_module
+        labels_b, lam = None, 1.0
+        if loss_module.variant == 'AT':
+            x = self._adversarial_inputs(x, labels)
+        elif loss_module.variant == 'Mix':
+            x, labels_b, lam = self._mixup(x, labels)
+        z = self.modality_logits(x)
+        fused = self.fuse(z)
+        losses = loss_module(torch.stack([z[m] for m in self.modalities]),
+                             fused, labels, labels_b, lam)
+        losses['acc_fused'] = (fused.argmax(1) == labels).float().mean()
+        for m, logit in z.items():
+            losses[f'acc_{m}'] = (logit.argmax(1) == labels).float().mean()
+        losses['phase'] = self.phase.float()
+        return losses
+
+    def _radius_loss(self, x: Dict[str, Tensor], labels: Tensor
+                     ) -> Dict[str, Tensor]:
+        if not bool((self.tau > 0).any()):
+            raise RuntimeError(
+                'phase 2 needs the Lipschitz estimates tau, but the model '
+                "buffer 'tau' is all zeros; let CRMTPhaseSwitchHook estimate "
+                'it (do not set phase=2 by hand).')
+        with torch.no_grad():
+            z = torch.stack(list(self.modality_logits(x).values()))
+        radius = certified_radius(z, self.integration_weights(),
+                                  self.bias.detach(), self.tau, labels,
+                                  self.competitor,
+                                  self.a_constraint != 'none')
+        fused_correct = (radius > 0).float().mean()
+        return dict(loss_radius=-radius.mean(),
+                    radius_mean=radius.detach().clamp_min(0).mean(),
+                    acc_fused=fused_correct, phase=self.phase.float())
+
+    def _mixup(self, x: Dict[str, Tensor], labels: Tensor):
+        """One lambda and one permutation per batch, shared by modalities."""
+        alpha = self.loss_module.mix_alpha
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(labels.numel(), device=labels.device)
+        mixed = {m: lam * v + (1 - lam) * v[perm] for m, v in x.items()}
+        return mixed, labels[perm], lam
+
+    def _adversarial_inputs(self, x: Dict[str, Tensor], labels: Tensor
+                            ) -> Dict[str, Tensor]:
+        """Joint L2 PGD on the fused CE (crmt.md §4), detached."""
+        cfg = self.loss_module
+        attack = MultiModalPGD(eps=cfg.at_eps, steps=cfg.at_steps,
+                               step_size=cfg.at_eps / cfg.at_steps,
+                               clamp=cfg.at_clamp)
+        with self._attack_batchnorm(cfg.at_bn):
+            adv = attack.perturb(self.fused_logits, x, labels,
+                                 self.input_spaces())
+        return {m: v.detach() for m, v in adv.items()}
+
+    @contextlib.contextmanager
+    def _attack_batchnorm(self, policy: str):
+        """BatchNorm behaviour while generating training attacks."""
+        if policy == 'train':
+            yield
+            return
+        if policy == 'eval':
+            modes = {m: e.training for m, e in self.encoders.items()}
+            self.encoders.eval()
+            try:
+                yield
+            finally:
+                for m, mode in modes.items():
+                    self.encoders[m].train(mode)
+            return
+        # 'frozen_stats': batch statistics as in training, but the attack
+        # passes must not move the running statistics.
+        saved = [(bn, {k: v.clone() for k, v in bn._buffers.items()
+                       if v is not None})
+                 for bn in self.modules() if isinstance(bn, _BatchNorm)]
+        try:
+            yield
+        finally:
+            for bn, buffers in saved:
+                for key, value in buffers.items():
+                    bn._buffers[key].copy_(value)
+
+    def _check_finite(self, losses: Dict[str, Tensor]) -> None:
+        bad = {k: float(v) for k, v in losses.items()
+               if 'loss' in k and not bool(torch.isfinite(v).all())}
+        if not bad:
+            return
+        hub = MessageHub.get_current_instance()
+        iteration = hub.get_info('iter')
+        last = hub.get_info('last_ckpt') or 'none saved yet'
+        raise NonFiniteLossError(
+            f'non-finite loss {bad} at iteration {iteration} (epoch '
+            f'{hub.get_info("epoch")}, phase {int(self.phase)}); parameters '
+            f'were not updated. Last good checkpoint: {last}. Fix: lower the '
+            'learning rate or rho, check the inputs for NaN/Inf, then resume '
+            'from that checkpoint with --resume.')
+
+    # ------------------------------------------------------------------
+    # Phase 2 support.
+    # ------------------------------------------------------------------
+    def integration_parameters(self) -> List[nn.Parameter]:
+        """Parameters trained in phase 2 (the integration weights)."""
+        return [p for n, p in self.head.named_parameters()
+                if n == 'integration']
+
+    def freeze_for_phase2(self) -> None:
+        """Freeze everything but the integration weights."""
+        if not self.integration_parameters():
+            raise RuntimeError(
+                f'{type(self.head).__name__} has no integration weights; '
+                'phase 2 needs CRMTHead.')
+        keep = set(map(id, self.integration_parameters()))
+        for p in self.parameters():
+            p.requires_grad_(id(p) in keep)
+
+    def constrain_integration_(self) -> None:
+        """Project a onto a >= 0 when ``a_constraint='clamp'``."""
+        if self.a_constraint == 'clamp':
+            with torch.no_grad():
+                for p in self.integration_parameters():
+                    p.clamp_(min=0)
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``; encoders stay in eval mode in phase 2."""
+        super().train(mode)
+        if int(self.phase) == 2:
+            self.encoders.eval()
+        return self

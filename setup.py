@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='crmt_mm',
+    version='0.1.0',
+    description='Certifiably robust multi-modal training (CRMT, ICLR 2024) '
+    'as an mmaction2/mmengine plugin',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9',
+    packages=find_packages(include=['crmt_mm', 'crmt_mm.*']),
+    package_data={'crmt_mm': ['datasets/assets/*']},
+    install_requires=[
+        'torch==2.13.0',
+        'mmengine==0.10.7',
+        'mmcv-lite==2.1.0',
+        'mmaction2==1.2.0',
+        'importlib_metadata',
+        'setuptools<82',
+        'numpy',
+        'scikit-learn',
+        'matplotlib',
+    ],
+    extras_require={'tests': ['pytest', 'hypothesis']},
+    license='Apache-2.0',
+)
