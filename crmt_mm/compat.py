@@ -15,7 +15,12 @@ Imported first by :mod:`crmt_mm` and by every script under ``tools/`` (before
    contain (see :data:`SAFE_CHECKPOINT_GLOBALS`). A file that needs anything
    else is refused with an error explaining how to trust it explicitly: set
    ``CRMT_TRUST_CHECKPOINTS=1`` (full pickle, runs code from the file: only for
-   files you trust).
+   files you trust). Stock mmengine pickles ``HistoryBuffer`` together with
+   its statistics *functions* (``getattr(HistoryBuffer, 'min')``), and
+   allowing ``getattr`` would let any file call anything; we therefore also
+   make ``HistoryBuffer`` pickle without them (they are class-level
+   registrations, restored on import). Checkpoints written by stock mmengine
+   need the trust flag once; those written with crmt_mm imported do not.
 """
 import importlib.util
 import os
@@ -104,7 +109,15 @@ def safe_torch_load(filename: str, map_location=None):
             f'Details: {str(err).splitlines()[0]}') from err
 
 
+def _history_buffer_state(buffer) -> dict:
+    return {k: v for k, v in buffer.__dict__.items()
+            if k != 'statistics_methods'}
+
+
 def _install_checkpoint_loader() -> None:
+    from mmengine.logging.history_buffer import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_state
+
     from mmengine.runner.checkpoint import CheckpointLoader
 
     def load_from_local(filename, map_location=None):

@@ -155,3 +155,13 @@ def test_no_attack_inside_certified_radius_flips_prediction(seed):
     big = MultiModalPGD(eps=float(r.max()) * 4, steps=20)
     adv = big.perturb(model.fused_logits, x, y)
     assert (model.fused_logits(adv).argmax(1) != y).any()
+
+
+def test_radius_gradient_is_finite_when_weights_hit_zero():
+    z, a, b, tau, y = random_problem(3)
+    a = a.abs()
+    a[:, :2] = 0  # classes 0 and 1 lost every modality (clamped to 0)
+    a.requires_grad_(True)
+    r = certified_radius(z, a, b, tau, y)
+    grad, = torch.autograd.grad(r[~torch.isinf(r)].sum(), a)
+    assert torch.isfinite(grad).all()

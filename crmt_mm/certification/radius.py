@@ -96,9 +96,20 @@ def certified_radius(z: Tensor, a: Tensor, b: Tensor, tau: Tensor,
     """
     _check(competitor)
     margins, slopes = margin_matrix(z, a, b, labels, tau, abs_weights)
-    scale = slopes.pow(2).sum(0).sqrt()
-    return _reduce(_ratio(margins, scale, labels), margins, labels,
-                   competitor)
+    return _reduce(_ratio(margins, _safe_norm(slopes), labels), margins,
+                   labels, competitor)
+
+
+def _safe_norm(slopes: Tensor) -> Tensor:
+    """L2 norm over modalities whose gradient stays finite at 0.
+
+    ``sqrt`` has an infinite derivative at 0, which turns into NaN (0 * inf)
+    in the integration weights' gradient once a clamp drives them to 0.
+    """
+    squared = slopes.pow(2).sum(0)
+    positive = squared > 0
+    root = torch.where(positive, squared, torch.ones_like(squared)).sqrt()
+    return torch.where(positive, root, torch.zeros_like(root))
 
 
 def modality_radii(z: Tensor, a: Tensor, b: Tensor, tau: Tensor,

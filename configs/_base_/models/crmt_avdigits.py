@@ -23,6 +23,6 @@ model = dict(
     data_preprocessor=dict(
         type='MultiModalDataPreprocessor',
         preprocessors=dict(
-            imgs=dict(type='ActionDataPreprocessor', mean=[127.5] * 3,
-                      std=[127.5] * 3, format_shape='NCTHW'),
+            imgs=dict(type='ActionDataPreprocessor', mean=[106.09] * 3,
+                      std=[31.58] * 3, format_shape='NCTHW'),
             audios=dict(type='ActionDataPreprocessor'))))

@@ -35,6 +35,12 @@ def margin_regularizer(z: Tensor, target: Tensor, excluded: Tensor,
     return lse
 
 
+def _pick(z: Tensor, labels: Tensor) -> Tensor:
+    """``z[m, i, labels[i]]`` for every modality: [M, B, K] -> [M, B]."""
+    index = labels[None, :, None].expand(z.shape[0], -1, 1)
+    return z.gather(2, index).squeeze(2)
+
+
 @MODELS.register_module()
 class CRMTMarginLoss(nn.Module):
     """CE + rho * uni-modal margin regulariser, with the CRMT variants.
@@ -130,9 +136,8 @@ class CRMTMarginLoss(nn.Module):
             loss_cls = loss_cls + (1 - lam) * F.cross_entropy(fused, labels_b)
         losses = dict(loss_cls=loss_cls)
         if self.rho > 0:
-            index = lambda y: y[None, :, None].expand(z.shape[0], -1, 1)
-            target = (lam * z.gather(2, index(labels)) +
-                      (1 - lam) * z.gather(2, index(labels_b))).squeeze(2)
+            target = (lam * _pick(z, labels) +
+                      (1 - lam) * _pick(z, labels_b))
             excluded = torch.zeros_like(fused, dtype=torch.bool)
             excluded.scatter_(1, labels[:, None], True)
             excluded.scatter_(1, labels_b[:, None], True)

@@ -1,11 +1,8 @@
 """Multi-modal late-fusion recognizer with CRMT's two training phases."""
 import contextlib
-import math
-from collections import OrderedDict
-from typing import Dict, Iterable, List, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional
 
 import torch
-import torch.nn.functional as F
 from mmaction.registry import MODELS
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
@@ -116,6 +113,36 @@ class CRMTRecognizer(BaseModel):
         self.register_buffer('phase', torch.tensor(1, dtype=torch.long))
         self.register_buffer(
             'tau', torch.zeros(len(self.modalities), self.num_classes))
+        self._register_load_state_dict_pre_hook(self._check_checkpoint)
+
+    # Buffers that older checkpoints may lack; they keep their defaults.
+    OPTIONAL_KEYS = ('phase', 'tau')
+
+    def _check_checkpoint(self, state_dict, prefix, local_metadata, strict,
+                          missing_keys, unexpected_keys, error_msgs) -> None:
+        """Refuse checkpoints of another model, head or class count.
+
+        mmengine loads non-strictly by default, which would silently keep
+        random weights for every missing key; a CRMT run resumed from a JT
+        checkpoint (or one with another number of classes) must fail.
+        """
+        own = {k: v.shape for k, v in self.state_dict().items()}
+        given = {k[len(prefix):]: v.shape for k, v in state_dict.items()
+                 if k.startswith(prefix)}
+        missing = sorted(k for k in own if k not in given and
+                         k not in self.OPTIONAL_KEYS)
+        unexpected = sorted(k for k in given if k not in own)
+        mismatched = sorted(f'{k}: checkpoint {tuple(given[k])} vs model '
+                            f'{tuple(own[k])}' for k in own
+                            if k in given and given[k] != own[k])
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                'checkpoint does not match this CRMTRecognizer (another '
+                'head, number of classes or modalities?). '
+                f'Missing keys: {missing[:8]}; unexpected keys: '
+                f'{unexpected[:8]}; shape mismatches: {mismatched[:8]}. Use a '
+                'checkpoint of the same config, or initialise only the '
+                "encoders with init_cfg=dict(type='Pretrained', ...).")
 
     # ------------------------------------------------------------------
     # The contract used by hooks, loops, attacks and certification.
@@ -288,10 +315,16 @@ class CRMTRecognizer(BaseModel):
                                   self.bias.detach(), self.tau, labels,
                                   self.competitor,
                                   self.a_constraint != 'none')
-        fused_correct = (radius > 0).float().mean()
-        return dict(loss_radius=-radius.mean(),
-                    radius_mean=radius.detach().clamp_min(0).mean(),
-                    acc_fused=fused_correct, phase=self.phase.float())
+        # r = +-inf where every slope is 0 (a = 0 on both classes): the
+        # sign of that pair no longer depends on the input, so a has no
+        # gradient to give; such samples are left out of the mean. NaN is
+        # kept so that it stops training.
+        finite = ~torch.isinf(radius)
+        objective = radius[finite].sum() / finite.sum().clamp_min(1)
+        return dict(loss_radius=-objective,
+                    radius_mean=radius.detach().clamp_min(0)[finite].mean(),
+                    acc_fused=(radius > 0).float().mean(),
+                    phase=self.phase.float())
 
     def _mixup(self, x: Dict[str, Tensor], labels: Tensor):
         """One lambda and one permutation per batch, shared by modalities."""
@@ -341,7 +374,7 @@ class CRMTRecognizer(BaseModel):
                     bn._buffers[key].copy_(value)
 
     def _check_finite(self, losses: Dict[str, Tensor]) -> None:
-        bad = {k: float(v) for k, v in losses.items()
+        bad = {k: float(v.detach()) for k, v in losses.items()
                if 'loss' in k and not bool(torch.isfinite(v).all())}
         if not bad:
             return

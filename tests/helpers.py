@@ -1,0 +1,46 @@
+"""Shared helpers for the integration tests: tiny data and configs."""
+import os
+import os.path as osp
+
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def config_path(name: str) -> str:
+    return osp.join(ROOT, 'configs', name)
+
+
+def point_to_avdigits(cfg: Config, data_root: str, batch_size: int = 8,
+                      num_workers: int = 0) -> Config:
+    """Redirect every AV-Digits dataloader of ``cfg`` to ``data_root``."""
+    for key, split in (('train_dataloader', 'train'),
+                       ('val_dataloader', 'test'),
+                       ('test_dataloader', 'test')):
+        loader = cfg.get(key)
+        if loader is None:
+            continue
+        dataset = loader['dataset']
+        dataset['ann_file'] = osp.join(data_root, f'avdigits_{split}.txt')
+        dataset['data_prefix'] = dict(
+            img=osp.join(data_root, 'rawframes', split),
+            audio=osp.join(data_root, 'audio', split))
+        loader['batch_size'] = batch_size
+        loader['num_workers'] = num_workers
+        loader['persistent_workers'] = False
+    return cfg
+
+
+def tiny_config(name: str, data_root: str, work_dir: str, **options
+                ) -> Config:
+    """A demo config shrunk for tests: tiny data, few epochs, quiet logs."""
+    cfg = Config.fromfile(config_path(name))
+    point_to_avdigits(cfg, data_root)
+    cfg.work_dir = work_dir
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint.max_keep_ckpts = -1
+    cfg.train_cfg.val_interval = 100
+    cfg.log_level = 'WARNING'
+    cfg.merge_from_dict(options)
+    os.makedirs(work_dir, exist_ok=True)
+    return cfg
