@@ -2,7 +2,6 @@
 import time
 from typing import Optional
 
-import torch
 from mmaction.registry import HOOKS
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
