@@ -43,9 +43,11 @@ def test_jt_trains_and_logs_modality_accuracy(avdigits_tiny, tmp_path):
     assert int(model.phase) == 1 and not model.tau.any()
 
 
+@pytest.mark.parametrize('mode', ['cached', 'streaming'])
 def test_phase_switch_trains_only_integration_weights(avdigits_tiny,
-                                                      tmp_path):
-    runner = run(crmt_cfg(avdigits_tiny, str(tmp_path)))
+                                                      tmp_path, mode):
+    runner = run(crmt_cfg(avdigits_tiny, str(tmp_path),
+                          train_cfg=dict(phase2_mode=mode)))
     model = runner.model
     assert int(model.phase) == 2
     assert (model.tau > 0).all()

@@ -3,7 +3,7 @@
 phase1_epochs = 20
 phase2_epochs = 5
 
-train_cfg = dict(type='EpochBasedTrainLoop',
+train_cfg = dict(type='CRMTTrainLoop', phase2_mode='cached',
                  max_epochs=phase1_epochs + phase2_epochs,
                  val_begin=1, val_interval=5)
 val_cfg = dict(type='ValLoop')

@@ -278,9 +278,8 @@ class CRMTRecognizer(BaseModel):
         x = self.split_inputs(inputs)
         labels = self.labels_of(data_samples)
         if int(self.phase) == 2:
-            losses = self._radius_loss(x, labels)
-        else:
-            losses = self._phase1_loss(x, labels)
+            return self._radius_loss(x, labels)
+        losses = self._phase1_loss(x, labels)
         self._check_finite(losses)
         return losses
 
@@ -304,13 +303,21 @@ class CRMTRecognizer(BaseModel):
 
     def _radius_loss(self, x: Dict[str, Tensor], labels: Tensor
                      ) -> Dict[str, Tensor]:
+        with torch.no_grad():
+            z = torch.stack(list(self.modality_logits(x).values()))
+        return self.radius_loss(z, labels)
+
+    def radius_loss(self, z: Tensor, labels: Tensor) -> Dict[str, Tensor]:
+        """Step-2 objective ``-mean r(x)`` from uni-modal logits [M, B, K].
+
+        ``z`` is a constant (encoders and classifier rows are frozen); only
+        the integration weights receive gradients.
+        """
         if not bool((self.tau > 0).any()):
             raise RuntimeError(
                 'phase 2 needs the Lipschitz estimates tau, but the model '
                 "buffer 'tau' is all zeros; let CRMTPhaseSwitchHook estimate "
                 'it (do not set phase=2 by hand).')
-        with torch.no_grad():
-            z = torch.stack(list(self.modality_logits(x).values()))
         radius = certified_radius(z, self.integration_weights(),
                                   self.bias.detach(), self.tau, labels,
                                   self.competitor,
@@ -321,10 +328,12 @@ class CRMTRecognizer(BaseModel):
         # kept so that it stops training.
         finite = ~torch.isinf(radius)
         objective = radius[finite].sum() / finite.sum().clamp_min(1)
-        return dict(loss_radius=-objective,
-                    radius_mean=radius.detach().clamp_min(0)[finite].mean(),
-                    acc_fused=(radius > 0).float().mean(),
-                    phase=self.phase.float())
+        losses = dict(loss_radius=-objective,
+                      radius_mean=radius.detach().clamp_min(0)[finite].mean(),
+                      acc_fused=(radius > 0).float().mean(),
+                      phase=self.phase.float())
+        self._check_finite(losses)
+        return losses
 
     def _mixup(self, x: Dict[str, Tensor], labels: Tensor):
         """One lambda and one permutation per batch, shared by modalities."""

@@ -1,0 +1,3 @@
+from .crmt_train_loop import CRMTTrainLoop
+
+__all__ = ['CRMTTrainLoop']
