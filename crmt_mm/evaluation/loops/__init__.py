@@ -1,0 +1,3 @@
+from .robust_loop import RobustTestLoop, RobustValLoop
+
+__all__ = ['RobustValLoop', 'RobustTestLoop']

@@ -1,0 +1,3 @@
+from .robust_acc_metric import RobustAccMetric
+
+__all__ = ['RobustAccMetric']

@@ -1,0 +1,246 @@
+"""Robustness reports: JSON, a markdown table and accuracy-vs-budget plots.
+
+One evaluation (:class:`~crmt_mm.evaluation.RobustAccMetric`'s ``report``)
+is written by :func:`write_report`; several runs (e.g. JT vs CRMT) are put
+side by side by :func:`compare_reports` (``tools/robustness_report.py``).
+Both use the same :func:`render_markdown` and :func:`plot_curves`, so a
+single run is simply a comparison of one.
+
+Plots use matplotlib's object-oriented API with the Agg canvas (no pyplot),
+so writing a report never changes the caller's matplotlib backend.
+"""
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+from .metrics.robust_acc_metric import REPORT_FORMAT
+
+#: Line style per curve kind; colours tell the runs apart.
+LINE_STYLES = {'pgd': '-', 'fgm': '--', 'worst': '-.', 'noise': ':',
+               'certified': (0, (1, 1))}
+MARKERS = {'pgd': 'o', 'fgm': 's', 'worst': 'v', 'noise': 'd',
+           'certified': 'x'}
+
+
+def load_report(path: str) -> dict:
+    """Read a ``robustness.json`` and check its format tag."""
+    with open(path, encoding='utf-8') as f:
+        report = json.load(f)
+    if report.get('format') != REPORT_FORMAT:
+        raise ValueError(f'{path} is not a crmt_mm robustness report '
+                         f'(format {report.get("format")!r}, expected '
+                         f'{REPORT_FORMAT!r})')
+    return report
+
+
+def write_report(report: dict, out_dir: str,
+                 stem: str = 'robustness') -> Dict[str, str]:
+    """Write ``<stem>.json``, ``<stem>.md`` and, if there is any curve,
+    ``<stem>.png`` into ``out_dir`` (created).
+
+    Returns:
+        dict: ``{'json': path, 'md': path[, 'png': path]}``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = dict(json=osp.join(out_dir, f'{stem}.json'),
+                 md=osp.join(out_dir, f'{stem}.md'),
+                 png=osp.join(out_dir, f'{stem}.png'))
+    with open(paths['json'], 'w', encoding='utf-8') as f:
+        # Infinite radii (a modality the model ignores) stay Infinity.
+        json.dump(report, f, indent=2, sort_keys=False)
+    label = run_label(report)
+    with open(paths['md'], 'w', encoding='utf-8') as f:
+        f.write(render_markdown([report], [label]))
+    if not plot_curves([report], [label], paths['png']):
+        del paths['png']
+    return paths
+
+
+def compare_reports(paths: Sequence[str], labels: Optional[Sequence[str]],
+                    out_dir: str, stem: str = 'robustness_compare'
+                    ) -> Dict[str, str]:
+    """One table and one figure for several runs (e.g. JT vs CRMT).
+
+    Args:
+        paths (Sequence[str]): ``robustness.json`` files.
+        labels (Sequence[str], optional): one name per run; defaults to
+            each run's work-dir name.
+        out_dir (str): output directory (created).
+        stem (str): file stem. Defaults to ``'robustness_compare'``.
+
+    Returns:
+        dict: ``{'md': path[, 'png': path]}``.
+    """
+    reports = [load_report(p) for p in paths]
+    if labels is None:
+        labels = [run_label(r) for r in reports]
+    if len(labels) != len(reports):
+        raise ValueError(f'got {len(labels)} labels for {len(reports)} '
+                         'reports')
+    if len(set(labels)) != len(labels):
+        raise ValueError(f'labels must be distinct, got {list(labels)}')
+    os.makedirs(out_dir, exist_ok=True)
+    out = dict(md=osp.join(out_dir, f'{stem}.md'),
+               png=osp.join(out_dir, f'{stem}.png'))
+    with open(out['md'], 'w', encoding='utf-8') as f:
+        f.write(render_markdown(reports, labels))
+    if not plot_curves(reports, labels, out['png']):
+        del out['png']
+    return out
+
+
+def run_label(report: dict) -> str:
+    """Default name of a run: its work dir's base name."""
+    work_dir = report['run'].get('work_dir') or 'run'
+    return osp.basename(osp.normpath(work_dir))
+
+
+# ---- markdown --------------------------------------------------------------
+
+def _fmt(value) -> str:
+    if value is None:
+        return '—'
+    if isinstance(value, float):
+        return f'{value:.4f}' if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _table(header: List[str], rows: List[List]) -> List[str]:
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(_fmt(v) for v in row) + ' |' for row in rows]
+    return lines
+
+
+def render_markdown(reports: Sequence[dict], labels: Sequence[str]) -> str:
+    """Metric table (one column per run) plus each run's settings."""
+    keys: List[str] = []
+    for report in reports:
+        keys += [k for k in report['metrics'] if k not in keys]
+    lines = ['# Robustness report', '',
+             'Accuracies in [0, 1]. Budgets are per-sample L2 norms in the '
+             'normalised input space unless marked `_raw`. Certified '
+             'accuracies are **empirical** (tau is a lower estimate of the '
+             'Lipschitz constant), not guarantees.', '']
+    lines += _table(['metric'] + list(labels),
+                    [[k] + [r['metrics'].get(k) for r in reports]
+                     for k in keys])
+    for report, label in zip(reports, labels):
+        lines += [''] + _run_section(report, label)
+    return '\n'.join(lines) + '\n'
+
+
+def _run_section(report: dict, label: str) -> List[str]:
+    run = report['run']
+    lines = [f'## {label}', '',
+             f'- model: {run.get("model")} (head {run.get("head")}), '
+             f'checkpoint: {run.get("checkpoint")}',
+             f'- {run.get("stage")} set: {run.get("num_samples")} samples, '
+             f'{run.get("world_size")} process(es)',
+             f'- clamped to the valid raw range: '
+             f'{report.get("clamp_ranges")}']
+    cert = report['certification']
+    if cert['status'] == 'on':
+        tau = cert['tau']
+        lines.append(f'- certification: {cert["label"]}; tau source: '
+                     f'**{tau["source"]}**'
+                     + (f' on {tau["num_samples"]} samples of {tau["data"]}'
+                        if 'num_samples' in tau else ''))
+    else:
+        lines.append(f'- certification: {cert["status"]}'
+                     + (f' ({cert["reason"]})' if 'reason' in cert else ''))
+    lines += ['']
+    rows = []
+    for p in report['perturbations'] + report['worst_case']:
+        s = p.get('settings', {})
+        rows.append([p['name'], p.get('type', 'per-sample worst case'),
+                     s.get('eps', s.get('sigma', p.get('budget'))),
+                     s.get('eps_unit', p.get('unit')), s.get('steps'),
+                     s.get('step_size'), s.get('random_start'),
+                     s.get('clamp'), p['accuracy'],
+                     p['status'] if p['status'] == 'ok'
+                     else f'FAILED: {p["error"]}'])
+    lines += _table(['perturbation', 'type', 'budget', 'unit', 'steps',
+                     'step size', 'random start', 'clamp', 'accuracy',
+                     'status'], rows)
+    if cert['status'] == 'on':
+        names = list(cert['certified'])
+        lines += ['', 'Certified accuracy (r > R):', '']
+        lines += _table(['R'] + names,
+                        [[r] + [cert['certified'][n][i] for n in names]
+                         for i, r in enumerate(cert['radii'])])
+        check = cert['violations']
+        if check['checked']:
+            lines += ['', f'Certificate check against {check["checked"]}: '
+                      f'{check["total"]} violation(s)'
+                      + (' — tau is underestimated.' if check['total']
+                         else '.')]
+    return lines
+
+
+# ---- plots -----------------------------------------------------------------
+
+def _series(report: dict) -> List[dict]:
+    """Every plottable curve of a run, certified accuracies included."""
+    out = []
+    for name, c in report['curves'].items():
+        axis = 'sigma' if c['x'] == 'sigma' else \
+            ('eps_raw' if c['unit'] == 'raw' else 'eps')
+        out.append(dict(name=name, kind=c['kind'], panel=(c['group'], axis),
+                        x=c['budgets'], y=c['accuracy']))
+    cert = report['certification']
+    if cert['status'] == 'on':
+        for group, values in cert['certified'].items():
+            out.append(dict(name=f'certified ({group})', kind='certified',
+                            panel=(group, 'eps'), x=cert['radii'], y=values))
+    return out
+
+
+def plot_curves(reports: Sequence[dict], labels: Sequence[str],
+                path: str) -> bool:
+    """Accuracy vs budget, one panel per modality (and ``joint``), one
+    colour per run, one line style per attack kind (as in the CRMT README
+    figure). Returns False (no file) when there is no curve."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = [(label, s) for report, label in zip(reports, labels)
+              for s in _series(report)]
+    if not series:
+        return False
+    panels = []
+    for _, s in series:
+        if s['panel'] not in panels:
+            panels.append(s['panel'])
+    # Modality panels first (in order of appearance), 'joint' last.
+    panels.sort(key=lambda p: (p[0] == 'joint', p[1] != 'eps'))
+    xlabels = {'eps': 'L2 budget ε / radius R (normalised input space)',
+               'eps_raw': 'L2 budget ε (raw units)',
+               'sigma': 'Gaussian noise σ (normalised input space)'}
+    titles = {'eps': '', 'eps_raw': ' (raw units)',
+              'sigma': ' (Gaussian noise)'}
+    fig = Figure(figsize=(5 * len(panels), 4), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    several = len(labels) > 1
+    for index, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        lines = [(label, s) for label, s in series if s['panel'] == panel]
+        for number, (label, s) in enumerate(lines):
+            # Colour = run when comparing, else one colour per curve.
+            colour = f'C{labels.index(label) % 10}' if several \
+                else f'C{number % 10}'
+            ax.plot(s['x'], s['y'], color=colour,
+                    linestyle=LINE_STYLES.get(s['kind'], '-'),
+                    marker=MARKERS.get(s['kind'], '.'), markersize=4,
+                    label=f'{label}: {s["name"]}' if several
+                    else s['name'])
+        ax.set_title(panel[0] + titles[panel[1]])
+        ax.set_xlabel(xlabels[panel[1]])
+        ax.set_ylabel('accuracy')
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    return True

@@ -1,0 +1,96 @@
+"""Test (and robustly evaluate) a checkpoint; flags mirror mmaction2's."""
+import argparse
+import os
+import os.path as osp
+import sys
+import warnings
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from crmt_mm.engine.launch import use_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Test a recognizer (robust evaluation with '
+        "test_cfg=dict(type='RobustTestLoop', ...))")
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file (trusted: it is '
+                        'fully unpickled)')
+    parser.add_argument(
+        '--work-dir',
+        help='dir for logs, metrics and the robustness report')
+    parser.add_argument(
+        '--dump', type=str,
+        help='dump predictions (and robust records) to a .pkl file')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value (e.g. '
+        'test_dataloader.batch_size=16)')
+    parser.add_argument('--show-dir',
+                        help='where visualisations go (needs a '
+                        'VisualizationHook in default_hooks)')
+    parser.add_argument('--show', action='store_true',
+                        help='show predictions in a window (needs a '
+                        'VisualizationHook in default_hooks)')
+    parser.add_argument('--interval', type=int, default=1,
+                        help='visualise every this many samples')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='display time of every window (s)')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg, args):
+    """Merge the command line into the config (as mmaction2 does)."""
+    if args.show or args.show_dir is not None:
+        hooks = cfg.get('default_hooks') or {}
+        if 'visualization' in hooks:
+            visual = hooks['visualization']
+            visual.update(enable=True, show=args.show,
+                          wait_time=args.wait_time, out_dir=args.show_dir,
+                          interval=args.interval)
+        else:
+            warnings.warn('--show/--show-dir ignored: the config has no '
+                          'default_hooks.visualization', stacklevel=2)
+    if args.dump is not None:
+        if not args.dump.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--dump must name a .pkl file, got {args.dump}')
+        dump = dict(type='DumpResults', out_file_path=args.dump)
+        evaluator = cfg.test_evaluator
+        cfg.test_evaluator = list(evaluator) + [dump] \
+            if isinstance(evaluator, (list, tuple)) else [evaluator, dump]
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    use_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        from mmaction.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()
