@@ -5,6 +5,7 @@
 # step-2 epochs on a^(m) (lr 3e-5, momentum 0.9, wd 1e-2), seed 2024.
 _base_ = [
     '_base_/models/crmt_resnet18_av.py', '_base_/datasets/kinetics_sounds.py',
-    '_base_/schedules/sgd_crmt_ks.py', '_base_/default_runtime.py'
+    '_base_/schedules/sgd_crmt_ks.py', '_base_/evaluation/robust_ks.py',
+    '_base_/default_runtime.py'
 ]
 randomness = dict(seed=2024, deterministic=True)

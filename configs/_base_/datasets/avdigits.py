@@ -52,4 +52,3 @@ val_dataloader = dict(
     dataset=_split('test', test_pipeline, True))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='AccMetric')
-test_evaluator = val_evaluator

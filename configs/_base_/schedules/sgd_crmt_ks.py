@@ -9,7 +9,6 @@ train_cfg = dict(type='CRMTTrainLoop', phase2_mode='cached',
                  max_epochs=phase1_epochs + phase2_epochs,
                  val_begin=1, val_interval=5)
 val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 
 optim_wrapper = dict(
     type='OptimWrapper',

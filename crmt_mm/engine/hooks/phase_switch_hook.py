@@ -133,6 +133,11 @@ class CRMTPhaseSwitchHook(Hook):
         model.constrain_integration_()
         model.train(model.training)
         self._configure_groups(runner, model, set_lr=True)
+        # Step-1 loss parts would otherwise linger in the smoothed logs.
+        scalars = runner.message_hub.log_scalars
+        for key in [k for k in scalars if k.startswith('train/')
+                    and ('loss' in k or k.startswith('train/acc_'))]:
+            del scalars[key]
         runner.logger.info(
             f'CRMT phase 2 from epoch {runner.epoch}: only a^(m) trains, '
             f'encoders frozen in eval mode')

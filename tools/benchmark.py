@@ -1,0 +1,394 @@
+"""Side-by-side cost ratios of CRMT against joint training (issue: perf).
+
+Every goal is a *ratio* of two timings taken in the same run, on the same
+model, batch and thread count, interleaved (A, B, A, B, ...) so that load
+changes on a shared machine hit both sides; each side's time is the median
+over repeats. Absolute times are printed for orientation only.
+
+    python tools/benchmark.py --quick --out bench.json   # < 5 min, 2 cores
+    python tools/benchmark.py --model resnet18 --out bench_r18.json
+
+Ratios written to ``--out`` (JSON):
+
+- ``crmt_vs_jt_iter``: CRMT-JT step-1 iteration / JT iteration (goal <= 1.05)
+- ``at_vs_ideal_iter``: CRMT-AT iteration / ((k + 1) x JT iteration)
+- ``tau_speedup``: reference-style tau (one ``.backward()`` per class on
+  the fused logit, parameter gradients accumulated) / crmt_mm's
+  ``estimate_tau`` (input-only VJPs) (goal >= 2); ``tau_max_abs_diff``
+  checks crmt_mm against the correct per-class, per-modality definition
+- ``phase2_vs_phase1_epoch``: step-2 epoch on cached logits / step-1 epoch
+  (goal <= 0.1); ``phase2_streaming_vs_phase1_epoch`` for the streaming mode
+- ``pgd_vs_ideal``: L2 PGD evaluation with k steps / ((k + 1) x one
+  forward+backward) (goal <= 1.15)
+- ``peak_mem_ratio``: the largest of the step-1 / tau / PGD peak memory
+  over the JT iteration's (goal <= 1.3); each measured in its own process
+- ``loader_vs_train_throughput``: AV-Digits loader samples/s over the
+  model's training samples/s (>= 1 means loading does not starve training)
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import os.path as osp
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+MODEL_CHOICES = ('avdigits', 'resnet18')
+AT_STEPS = 5
+PGD_STEPS = 4
+
+
+# ---------------------------------------------------------------- set-up
+def build_model(kind: str, head: str, variant: str = 'JT', rho: float = 2.0):
+    """A recognizer of the demo (AV-Digits) or the KS architecture."""
+    import crmt_mm  # noqa: F401
+    from mmaction.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmaction')
+    if kind == 'avdigits':
+        cfg = Config.fromfile(osp.join(ROOT, 'configs/crmt_avdigits.py'))
+        num_classes = 10
+    else:
+        cfg = Config.fromfile(osp.join(ROOT, 'configs/crmt_ks.py'))
+        num_classes = 31
+        # ResNet-18 x 2 at a CPU-friendly resolution: the reference's own
+        # CPU measurement size (crmt.md §7).
+        cfg.model.encoders.visual.input_shape = (3, 3, 64, 64)
+        cfg.model.encoders.audio.input_shape = (1, 256, 64)
+    model_cfg = cfg.model
+    model_cfg.pop('data_preprocessor')
+    if head == 'concat':
+        model_cfg.head = dict(type='ConcatHead', num_classes=num_classes)
+        rho = 0.0
+    model_cfg.loss.update(variant=variant, rho=rho, at_steps=AT_STEPS)
+    torch.manual_seed(0)
+    return MODELS.build(model_cfg)
+
+
+def make_batch(model, batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = {m: torch.randn((batch, 1) + e.input_shape, generator=g)
+         for m, e in model.encoders.items()}
+    y = torch.randint(0, model.num_classes, (batch,), generator=g)
+    return x, y
+
+
+def train_step(model, optimizer, x, y):
+    losses = model._phase1_loss(x, y)
+    loss = sum(v for k, v in losses.items() if 'loss' in k)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def forward_backward_inputs(model, x, y):
+    """One plain forward + backward w.r.t. the inputs (an attack step)."""
+    with torch.enable_grad():
+        xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
+        loss = torch.nn.functional.cross_entropy(model.fused_logits(xs), y)
+        torch.autograd.grad(loss, list(xs.values()))
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each callable, run round-robin."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ---------------------------------------------------------------- goals
+def bench_iterations(kind, batch, repeats):
+    jt = build_model(kind, 'concat')
+    crmt = build_model(kind, 'crmt')
+    at = build_model(kind, 'crmt', variant='AT')
+    x, y = make_batch(jt, batch)
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+            for k, m in (('jt', jt), ('crmt', crmt), ('at', at))}
+    for m in (jt, crmt, at):
+        m.train()
+    t = interleaved(dict(
+        jt=lambda: train_step(jt, opts['jt'], x, y),
+        crmt=lambda: train_step(crmt, opts['crmt'], x, y),
+        at=lambda: train_step(at, opts['at'], x, y)), repeats)
+    return dict(jt_iter_s=t['jt'], crmt_iter_s=t['crmt'], at_iter_s=t['at'],
+                crmt_vs_jt_iter=t['crmt'] / t['jt'],
+                at_vs_ideal_iter=t['at'] / ((AT_STEPS + 1) * t['jt']))
+
+
+def tau_reference_style(model, batches):
+    """The straightforward method: per class, ``.backward()`` of the summed
+    fused logit h_k, parameter gradients accumulated, input gradients read
+    (the reference's cost; its three bugs are not reproduced)."""
+    a = model.integration_weights().detach()
+    tau = torch.zeros_like(a)
+    for x in batches:
+        for k in range(model.num_classes):
+            xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
+            model.fused_logits(xs)[:, k].sum().backward()
+            for i, m in enumerate(model.modalities):
+                norms = xs[m].grad.flatten(1).norm(dim=1) / a[i, k]
+                tau[i, k] = torch.maximum(tau[i, k], norms.max())
+    model.zero_grad(set_to_none=True)
+    return tau
+
+
+def tau_per_modality_naive(model, batches):
+    """The definition, literally: per class and modality, one backward."""
+    tau = torch.zeros(len(model.modalities), model.num_classes)
+    for x in batches:
+        for k in range(model.num_classes):
+            for i, m in enumerate(model.modalities):
+                xs = {n: v.detach().requires_grad_(True)
+                      for n, v in x.items()}
+                z = model.modality_logits(xs)[m][:, k].sum()
+                grad, = torch.autograd.grad(z, xs[m])
+                tau[i, k] = torch.maximum(
+                    tau[i, k], grad.flatten(1).norm(dim=1).max())
+    return tau
+
+
+def bench_tau(kind, batch, num_batches, repeats):
+    from crmt_mm.certification import estimate_tau
+    model = build_model(kind, 'crmt').eval()
+    with torch.no_grad():  # a > 0 so the reference's division is defined
+        model.head.integration.uniform_(0.5, 1.5)
+    batches = [make_batch(model, batch, seed)[0]
+               for seed in range(num_batches)]
+
+    def ours():
+        return estimate_tau(model.modality_logits, batches, model.modalities,
+                            model.num_classes)['tau']
+
+    t = interleaved(dict(reference=lambda: tau_reference_style(model,
+                                                               batches),
+                         ours=ours), repeats, warmup=0)
+    diff = (ours() - tau_per_modality_naive(model, batches)).abs().max()
+    samples = batch * num_batches
+    rate = samples / t['ours']
+    ks_seconds = 20715 / rate * (31 / model.num_classes)
+    return dict(tau_reference_s=t['reference'], tau_ours_s=t['ours'],
+                tau_speedup=t['reference'] / t['ours'],
+                tau_max_abs_diff=float(diff),
+                tau_samples_per_s=rate,
+                tau_ks_full_estimate_s=ks_seconds)
+
+
+def bench_phase2(kind, batch, num_batches, repeats):
+    model = build_model(kind, 'crmt')
+    data = [make_batch(model, batch, seed) for seed in range(num_batches)]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def phase1_epoch():
+        model.train()
+        for x, y in data:
+            train_step(model, opt, x, y)
+
+    model.eval()
+    with torch.no_grad():
+        cache = [(torch.stack(list(model.modality_logits(x).values())), y)
+                 for x, y in data]
+    model.tau.fill_(1.0)
+    a_opt = torch.optim.SGD(model.integration_parameters(), lr=3e-5,
+                            momentum=0.9, weight_decay=1e-2)
+
+    def step2(z, y):
+        loss = model.radius_loss(z, y)['loss_radius']
+        a_opt.zero_grad()
+        loss.backward()
+        a_opt.step()
+
+    def cached_epoch():
+        for z, y in cache:
+            step2(z, y)
+
+    def streaming_epoch():
+        for x, y in data:
+            with torch.no_grad():
+                z = torch.stack(list(model.modality_logits(x).values()))
+            step2(z, y)
+
+    t = interleaved(dict(p1=phase1_epoch, cached=cached_epoch,
+                         streaming=streaming_epoch), repeats)
+    return dict(phase1_epoch_s=t['p1'], phase2_cached_epoch_s=t['cached'],
+                phase2_streaming_epoch_s=t['streaming'],
+                phase2_vs_phase1_epoch=t['cached'] / t['p1'],
+                phase2_streaming_vs_phase1_epoch=t['streaming'] / t['p1'])
+
+
+def bench_pgd(kind, batch, repeats):
+    from crmt_mm.attacks import UniModalPGD
+    model = build_model(kind, 'crmt').eval()
+    x, y = make_batch(model, batch)
+    attack = UniModalPGD(model.modalities[-1], eps=1.0, steps=PGD_STEPS)
+
+    def pgd():
+        with torch.no_grad():  # as inside mmengine's evaluation loop
+            attack.predict(model.fused_logits, x, y)
+
+    t = interleaved(dict(fb=lambda: forward_backward_inputs(model, x, y),
+                         pgd=pgd), repeats)
+    return dict(fwd_bwd_s=t['fb'], pgd_s=t['pgd'],
+                pgd_vs_ideal=t['pgd'] / ((PGD_STEPS + 1) * t['fb']))
+
+
+# ---------------------------------------------------------------- memory
+def _peak_worker(kind, batch, task, queue):
+    torch.set_num_threads(1)
+    model = build_model(kind, 'crmt' if task != 'jt' else 'concat')
+    x, y = make_batch(model, batch)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    train_step(model, opt, x, y)  # optimizer state exists in every case
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if task in ('jt', 'crmt'):
+        for _ in range(2):
+            train_step(model, opt, x, y)
+    elif task == 'tau':
+        from crmt_mm.certification import estimate_tau
+        model.eval()
+        estimate_tau(model.modality_logits, [x], model.modalities,
+                     model.num_classes)
+    elif task == 'pgd':
+        from crmt_mm.attacks import UniModalPGD
+        model.eval()
+        with torch.no_grad():
+            UniModalPGD(model.modalities[-1], eps=1.0).predict(
+                model.fused_logits, x, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((base, peak))
+
+
+def bench_memory(kind, batch):
+    """Peak resident memory (KiB) of each workload in its own process.
+
+    ru_maxrss is a process-wide high-water mark, so each workload runs in
+    a fresh process after one warm-up training step; the ratio uses the
+    peak itself (model, optimizer state and the Python runtime included).
+    """
+    ctx = mp.get_context('spawn')
+    peaks = {}
+    for task in ('jt', 'crmt', 'tau', 'pgd'):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_peak_worker,
+                           args=(kind, batch, task, queue))
+        proc.start()
+        base, peak = queue.get()
+        proc.join()
+        peaks[task] = peak
+    ratio = max(peaks[t] for t in ('crmt', 'tau', 'pgd')) / peaks['jt']
+    return dict({f'peak_kib_{k}': v for k, v in peaks.items()},
+                peak_mem_ratio=ratio)
+
+
+# ---------------------------------------------------------------- loader
+def bench_loader(batch, train_samples_per_s):
+    """Samples/s of the AV-Digits pipeline with the configured workers."""
+    import crmt_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    from crmt_mm.datasets.avdigits import prepare_avdigits
+    init_default_scope('mmaction')
+    root = osp.join(tempfile.gettempdir(), 'crmt_bench_avdigits')
+    prepare_avdigits(root, seed=0, train_per_class=40, test_per_class=1)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/crmt_avdigits.py'))
+    loader_cfg = cfg.train_dataloader
+    loader_cfg.dataset.ann_file = osp.join(root, 'avdigits_train.txt')
+    loader_cfg.dataset.data_prefix = dict(
+        img=osp.join(root, 'rawframes', 'train'),
+        audio=osp.join(root, 'audio', 'train'))
+    loader_cfg.batch_size = batch
+    loader_cfg.persistent_workers = False
+    loader = Runner.build_dataloader(loader_cfg)
+    start, count = time.perf_counter(), 0
+    for data in loader:
+        count += len(data['data_samples'])
+    rate = count / (time.perf_counter() - start)
+    return dict(loader_samples_per_s=rate,
+                loader_workers=loader_cfg.num_workers,
+                train_samples_per_s=train_samples_per_s,
+                loader_vs_train_throughput=rate / train_samples_per_s)
+
+
+# ---------------------------------------------------------------- main
+GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.0),
+             tau_speedup=('>=', 2.0), phase2_vs_phase1_epoch=('<=', 0.1),
+             pgd_vs_ideal=('<=', 1.15), peak_mem_ratio=('<=', 1.3),
+             loader_vs_train_throughput=('>=', 1.0))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='crmt_mm cost ratios')
+    parser.add_argument('--quick', action='store_true',
+                        help='fewer repeats (< 5 min on 2 CPU cores)')
+    parser.add_argument('--model', choices=MODEL_CHOICES, default='avdigits')
+    parser.add_argument('--batch', type=int, default=64)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch default)')
+    parser.add_argument('--out', default=None, help='write JSON here')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = 5 if args.quick else 15
+    kind, batch = args.model, args.batch
+    print(f'model={kind} batch={batch} threads={torch.get_num_threads()} '
+          f'repeats={repeats}', flush=True)
+    result = dict(model=kind, batch=batch, threads=torch.get_num_threads(),
+                  repeats=repeats, machine=dict(
+                      platform=platform.platform(), cpus=os.cpu_count(),
+                      processor=platform.processor(),
+                      torch=torch.__version__))
+    steps = [
+        ('iterations', lambda: bench_iterations(kind, batch, repeats)),
+        ('tau', lambda: bench_tau(kind, batch // 2, 2,
+                                  max(2, repeats // 3))),
+        ('phase2', lambda: bench_phase2(kind, batch, 4,
+                                        max(3, repeats // 2))),
+        ('pgd', lambda: bench_pgd(kind, batch, repeats)),
+        ('memory', lambda: bench_memory(kind, batch)),
+    ]
+    for name, step in steps:
+        start = time.perf_counter()
+        result.update(step())
+        print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
+    if kind == 'avdigits':
+        result.update(bench_loader(batch, batch / result['jt_iter_s']))
+    print('\n| ratio | value | goal | met |\n|---|---|---|---|')
+    for key, (op, bound) in GOALS.items():
+        value = result.get(key)
+        if value is None:
+            continue
+        met = value <= bound if op == '<=' else value >= bound
+        result.setdefault('goals_met', {})[key] = met
+        print(f'| {key} | {value:.3f} | {op} {bound} | '
+              f'{"yes" if met else "NO"} |')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main()
