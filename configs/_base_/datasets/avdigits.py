@@ -12,7 +12,7 @@ train_pipeline = [
     dict(type='SampleFrames', clip_len=3, frame_interval=1, num_clips=1),
     dict(type='RawFrameDecode'),
     dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='LoadCRMTAudio'),
+    dict(type='LoadCRMTAudio', audio_shape=(64, 64)),
     dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
 ]
 test_pipeline = [
@@ -20,7 +20,7 @@ test_pipeline = [
          test_mode=True),
     dict(type='RawFrameDecode'),
     dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='LoadCRMTAudio'),
+    dict(type='LoadCRMTAudio', audio_shape=(64, 64)),
     dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
 ]
 
@@ -40,7 +40,7 @@ def _split(name, pipeline, test_mode):
 
 train_dataloader = dict(
     batch_size=64,
-    num_workers=1,
+    num_workers=2,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=_split('train', train_pipeline, False))

@@ -13,7 +13,7 @@ train_pipeline = [
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
     dict(type='Flip', flip_ratio=0.5),
     dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='LoadCRMTAudio'),
+    dict(type='LoadCRMTAudio', audio_shape=(1024, 128)),
     dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
 ]
 test_pipeline = [
@@ -21,7 +21,7 @@ test_pipeline = [
     dict(type='RawFrameDecode'),
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
     dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='LoadCRMTAudio'),
+    dict(type='LoadCRMTAudio', audio_shape=(1024, 128)),
     dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
 ]
 
