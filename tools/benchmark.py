@@ -42,6 +42,8 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 MODEL_CHOICES = ('avdigits', 'resnet18')
+#: Where models and batches live; ``--device cuda`` on a GPU machine.
+DEVICE = torch.device('cpu')
 AT_STEPS = 5
 PGD_STEPS = 4
 
@@ -71,7 +73,7 @@ def build_model(kind: str, head: str, variant: str = 'JT', rho: float = 2.0):
         rho = 0.0
     model_cfg.loss.update(variant=variant, rho=rho, at_steps=AT_STEPS)
     torch.manual_seed(0)
-    return MODELS.build(model_cfg)
+    return MODELS.build(model_cfg).to(DEVICE)
 
 
 def make_batch(model, batch: int, seed: int = 0):
@@ -79,7 +81,13 @@ def make_batch(model, batch: int, seed: int = 0):
     x = {m: torch.randn((batch, 1) + e.input_shape, generator=g)
          for m, e in model.encoders.items()}
     y = torch.randint(0, model.num_classes, (batch,), generator=g)
-    return x, y
+    return {m: v.to(DEVICE) for m, v in x.items()}, y.to(DEVICE)
+
+
+def synchronize():
+    """Wait for queued GPU kernels so that wall-clock timings are real."""
+    if DEVICE.type == 'cuda':
+        torch.cuda.synchronize()
 
 
 def train_step(model, optimizer, x, y):
@@ -106,8 +114,10 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             times[key].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -150,7 +160,8 @@ def tau_reference_style(model, batches):
 
 def tau_per_modality_naive(model, batches):
     """The definition, literally: per class and modality, one backward."""
-    tau = torch.zeros(len(model.modalities), model.num_classes)
+    tau = torch.zeros(len(model.modalities), model.num_classes,
+                      device=DEVICE)
     for x in batches:
         for k in range(model.num_classes):
             for i, m in enumerate(model.modalities):
@@ -408,12 +419,16 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=64)
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: torch default)')
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu' or 'cuda' (peak memory is CPU-only)")
     parser.add_argument('--out', default=None, help='write JSON here')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else 15
@@ -432,8 +447,9 @@ def main(argv=None):
         ('phase2', lambda: bench_phase2(kind, batch, 4,
                                         max(3, repeats // 2))),
         ('pgd', lambda: bench_pgd(kind, batch, repeats)),
-        ('memory', lambda: bench_memory(kind, batch)),
     ]
+    if DEVICE.type == 'cpu':  # RSS sampling measures host memory only
+        steps.append(('memory', lambda: bench_memory(kind, batch)))
     for name, step in steps:
         start = time.perf_counter()
         result.update(step())
