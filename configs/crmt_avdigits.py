@@ -4,4 +4,4 @@ _base_ = [
     '_base_/schedules/avdigits.py', '_base_/evaluation/robust_avdigits.py',
     '_base_/default_runtime.py'
 ]
-default_hooks = dict(logger=dict(interval=10))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=5))

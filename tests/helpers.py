@@ -39,6 +39,7 @@ def tiny_config(name: str, data_root: str, work_dir: str, **options
     cfg.work_dir = work_dir
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.max_keep_ckpts = -1
+    cfg.default_hooks.checkpoint.interval = 1
     cfg.train_cfg.val_interval = 100
     cfg.log_level = 'WARNING'
     cfg.merge_from_dict(options)

@@ -26,7 +26,7 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=2, val_interval=100)
 custom_hooks = [dict(type='CRMTPhaseSwitchHook', switch_epoch=1,
                      lr_factor=1.0, weight_decay=1e-2)]
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=-1))
+default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))
 log_level = 'WARNING'
 """
     with open(path, 'w') as f:
