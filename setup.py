@@ -21,6 +21,12 @@ setup(
         'scikit-learn',
         'matplotlib',
     ],
-    extras_require={'tests': ['pytest', 'hypothesis']},
+    extras_require={
+        # av (PyAV) bundles ffmpeg for frame/audio extraction;
+        # kaldi-native-fbank computes the Kaldi log-mel filterbank.
+        'data': ['av>=18.1', 'kaldi-native-fbank>=1.23'],
+        'tests': ['pytest', 'hypothesis', 'av>=18.1',
+                  'kaldi-native-fbank>=1.23'],
+    },
     license='Apache-2.0',
 )
