@@ -12,7 +12,7 @@ Imported first by :mod:`crmt_mm` and by every script under ``tools/`` (before
    ``HistoryBuffer`` objects and numpy arrays in ``message_hub``) fail to load
    (open-mmlab/mmengine#1655). Rather than switching the safe unpickler off we
    keep it and allow-list the few plain-data classes mmengine checkpoints
-   contain (see :data:`SAFE_CHECKPOINT_GLOBALS`). A file that needs anything
+   contain (see :func:`_safe_globals`). A file that needs anything
    else is refused with an error explaining how to trust it explicitly: set
    ``CRMT_TRUST_CHECKPOINTS=1`` (full pickle, runs code from the file: only for
    files you trust). Stock mmengine pickles ``HistoryBuffer`` together with
@@ -21,11 +21,21 @@ Imported first by :mod:`crmt_mm` and by every script under ``tools/`` (before
    make ``HistoryBuffer`` pickle without them (they are class-level
    registrations, restored on import). Checkpoints written by stock mmengine
    need the trust flag once; those written with crmt_mm imported do not.
+3. mmengine 0.10.7 writes checkpoints and the ``last_checkpoint`` pointer in
+   place (``open(path, 'wb')`` then ``write``), so a job killed while saving
+   (pre-emption, OOM killer) leaves a truncated ``epoch_N.pth`` that
+   ``--resume`` then fails to read, or an empty ``last_checkpoint`` that makes
+   ``--resume`` fail with a bare "can not be found". Both writes are made
+   atomic with :func:`atomic_write` (see
+   :func:`_install_atomic_checkpoint_saving`).
 """
+import contextlib
 import importlib.util
 import os
+import os.path as osp
 import sys
 import types
+import uuid
 
 import numpy as np
 import torch
@@ -129,10 +139,88 @@ def _install_checkpoint_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local)
 
 
+@contextlib.contextmanager
+def atomic_write(path, mode: str = 'wb'):
+    """Open ``path`` for writing so that no reader ever sees a partial file.
+
+    The data goes to a hidden temporary file in the same directory (so the
+    final rename stays on one file system, where it is atomic), which is
+    flushed, fsynced and renamed over ``path`` only when the block exits
+    normally. On an exception the temporary file is removed and ``path``
+    keeps its previous content. A process killed inside the block leaves
+    ``path`` untouched and at worst a stray ``.<name>.<hex>.tmp`` file.
+
+    Args:
+        path (str | PathLike): The file to (re)write.
+        mode (str): ``'wb'`` or ``'w'``. Defaults to ``'wb'``.
+
+    Example:
+        >>> with atomic_write('work_dirs/run/last_checkpoint', 'w') as f:
+        ...     f.write('work_dirs/run/epoch_3.pth')
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f"atomic_write supports modes 'w' and 'wb', got "
+                         f'{mode!r}')
+    directory, name = osp.split(osp.abspath(path))
+    tmp = osp.join(directory, f'.{name}.{uuid.uuid4().hex[:8]}.tmp')
+    # os.open applies the umask as open() does; tempfile.mkstemp would
+    # create the checkpoint 0600, unreadable to the rest of a shared group.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    # Persist the rename itself, so that a node crash (not only a killed
+    # process) cannot roll the directory back to the old entry. Best
+    # effort: some network file systems refuse to fsync a directory, and
+    # the checkpoint is already complete under its final name.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _install_atomic_checkpoint_saving() -> None:
+    """Route mmengine's two checkpoint writes through :func:`atomic_write`.
+
+    ``save_checkpoint`` serialises into memory and hands the bytes to the
+    file backend's ``put``; ``LocalBackend.put`` is the one place where
+    every local ``epoch_N.pth``/``best_*.pth`` reaches the disk, whereas
+    ``save_checkpoint`` itself is bound by name in three modules (runner,
+    checkpoint hook, checkpoint) and has a remote branch we would have to
+    copy. Other binary writes through the local backend (``dump`` of
+    ``.pkl`` results) become atomic too, which only helps.
+
+    ``CheckpointHook`` writes ``last_checkpoint`` with a bare
+    ``open(path, 'w')``, its only use of ``open``; a module-level ``open``
+    in that module shadows the builtin there and nowhere else.
+    """
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.utils import mkdir_or_exist
+
+    def put(self, obj: bytes, filepath) -> None:
+        mkdir_or_exist(osp.dirname(os.fspath(filepath)))
+        with atomic_write(filepath, 'wb') as f:
+            f.write(obj)
+
+    LocalBackend.put = put
+    checkpoint_hook.open = atomic_write
+
+
 def apply() -> None:
     """Apply every fix; idempotent."""
     _install_drn_stub()
     _install_checkpoint_loader()
+    _install_atomic_checkpoint_saving()
 
 
 apply()

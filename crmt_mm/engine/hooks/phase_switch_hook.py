@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from crmt_mm.certification import estimate_tau
+from crmt_mm.utils import reject_unknown_keys
 
 RESET_MOMENTUM = ('switch', 'epoch')
 
@@ -18,6 +19,7 @@ def unwrap(model):
 
 
 @HOOKS.register_module()
+@reject_unknown_keys
 class CRMTPhaseSwitchHook(Hook):
     """CRMT step 2: re-weight the integration weights for a larger radius.
 

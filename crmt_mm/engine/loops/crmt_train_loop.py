@@ -9,12 +9,14 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from crmt_mm.utils import reject_unknown_keys
 from ..hooks.phase_switch_hook import unwrap
 
 PHASE2_MODES = ('cached', 'streaming')
 
 
 @LOOPS.register_module()
+@reject_unknown_keys
 class CRMTTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` with a fast CRMT step 2.
 

@@ -28,6 +28,7 @@ from crmt_mm.attacks import (Perturbation, build_perturbations,
 from crmt_mm.certification import (certified_radius, estimate_tau,
                                    modality_radii)
 from crmt_mm.engine.hooks.phase_switch_hook import unwrap
+from crmt_mm.utils import reject_unknown_keys
 from ..describe import describe_perturbation
 from ..metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
 from ..report import write_report
@@ -478,6 +479,7 @@ def _fused_score(sample) -> Tensor:
 
 
 @LOOPS.register_module()
+@reject_unknown_keys
 class RobustTestLoop(RobustLoopMixin, TestLoop):
     """Test loop adding attacks, missing-modality, noise and certificates.
 
@@ -547,6 +549,7 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
 
 
 @LOOPS.register_module()
+@reject_unknown_keys
 class RobustValLoop(RobustLoopMixin, ValLoop):
     """Validation loop with the robust part of :class:`RobustTestLoop`.
 

@@ -13,6 +13,7 @@ from mmaction.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from crmt_mm.utils import reject_unknown_keys
 from .orthonormal import center_unit_rows, orthonormal_rows
 
 
@@ -76,6 +77,7 @@ class FusionHead(BaseModule):
 
 
 @MODELS.register_module()
+@reject_unknown_keys
 class ConcatHead(FusionHead):
     """Joint-training baseline: one linear layer on concatenated features.
 
@@ -98,6 +100,7 @@ class ConcatHead(FusionHead):
 
 
 @MODELS.register_module()
+@reject_unknown_keys
 class CRMTHead(FusionHead):
     """CRMT fusion head: normalised class rows and integration weights.
 

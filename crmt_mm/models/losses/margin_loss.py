@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
+from crmt_mm.utils import reject_unknown_keys
+
 
 def margin_regularizer(z: Tensor, target: Tensor, excluded: Tensor,
                        floor: float) -> Tensor:
@@ -42,6 +44,7 @@ def _pick(z: Tensor, labels: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
+@reject_unknown_keys
 class CRMTMarginLoss(nn.Module):
     """CE + rho * uni-modal margin regulariser, with the CRMT variants.
 

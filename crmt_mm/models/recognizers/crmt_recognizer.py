@@ -1,6 +1,6 @@
 """Multi-modal late-fusion recognizer with CRMT's two training phases."""
 import contextlib
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from mmaction.registry import MODELS
@@ -11,9 +11,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from crmt_mm.attacks import InputSpace, MultiModalPGD
 from crmt_mm.certification import certified_radius
+from crmt_mm.utils import reject_unknown_keys
 from .modality_encoder import ModalityEncoder
 
 A_CONSTRAINTS = ('clamp', 'abs', 'none')
+# Data-sample meta keys naming a clip: rawframe datasets (frame_dir) and
+# video datasets (filename).
+CLIP_ID_KEYS = ('frame_dir', 'filename')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -21,6 +25,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @MODELS.register_module()
+@reject_unknown_keys
 class CRMTRecognizer(BaseModel):
     """Late-fusion recognizer over any number (>= 2) of modalities.
 
@@ -91,10 +96,20 @@ class CRMTRecognizer(BaseModel):
             try:
                 self.encoders[name] = ModalityEncoder(**cfg)
             except TypeError as err:
-                raise ValueError(
-                    f'encoders.{name}: {err}. Allowed keys: input_key, '
-                    'backbone, feat_dim, temporal, input_shape.') from err
+                raise ValueError(f'encoders.{name}: {err}') from err
         self.modalities = tuple(self.encoders)
+        # mmaction's MultiModalDataPreprocessor fails with a bare KeyError
+        # at the first batch when an input key has no preprocessor.
+        preprocessors = getattr(self.data_preprocessor, 'preprocessors',
+                                None)
+        uncovered = sorted({e.input_key for e in self.encoders.values()} -
+                           set(preprocessors or {}))
+        if preprocessors is not None and uncovered:
+            raise ValueError(
+                f'data_preprocessor.preprocessors has no entry for the input '
+                f'keys {uncovered} of the encoders (it has '
+                f'{sorted(preprocessors)}); key it by the encoders\' '
+                "input_key values, which are PackActionInputs' collect_keys.")
         head = dict(head)
         head['in_channels'] = {m: e.feat_dim for m, e in self.encoders.items()}
         self.head = MODELS.build(head)
@@ -155,8 +170,22 @@ class CRMTRecognizer(BaseModel):
         """Integration weights a [M, K] (ones for ``ConcatHead``)."""
         return self.head.integration_weights()
 
-    def split_inputs(self, inputs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        """Packed inputs keyed by input key -> modality-name dict, checked."""
+    def split_inputs(self, inputs: Mapping[str, Tensor],
+                     data_samples: Optional[Sequence] = None
+                     ) -> Dict[str, Tensor]:
+        """Packed inputs keyed by input key -> modality-name dict, checked.
+
+        Checks the input keys, every modality's shape and that all values
+        are finite: a NaN or Inf input would turn every loss, attack and
+        certificate of the batch into NaN far from its cause.
+
+        Args:
+            inputs (dict[str, Tensor]): ``{input_key: [B, N, ...]}`` from the
+                data preprocessor.
+            data_samples (list, optional): the batch's data samples; only
+                used to name the offending clips (their ``frame_dir`` or
+                ``filename`` meta). Defaults to None.
+        """
         if not isinstance(inputs, Mapping):
             raise TypeError('CRMTRecognizer expects a dict of modality '
                             'tensors; use PackActionInputs(collect_keys=...) '
@@ -179,8 +208,33 @@ class CRMTRecognizer(BaseModel):
                     f'[B, N, {", ".join(map(str, shape or ("...",)))}], got '
                     f'{list(x.shape)}. Check the pipeline (FormatShape, '
                     'resize) against the encoder input_shape.')
+            self._check_finite_input(name, encoder.input_key, x,
+                                     data_samples)
             out[name] = x
         return out
+
+    @staticmethod
+    def _check_finite_input(name: str, input_key: str, x: Tensor,
+                            data_samples: Optional[Sequence]) -> None:
+        finite = torch.isfinite(x).flatten(1).all(1)
+        if bool(finite.all()):
+            return
+        bad = (~finite).nonzero().flatten().tolist()
+        positions = bad[:5]
+        metas = [data_samples[i].metainfo for i in positions] \
+            if data_samples is not None else []
+        clips = [next((meta[k] for k in CLIP_ID_KEYS if k in meta), None)
+                 for meta in metas]
+        where = f'clips {clips}' if clips and None not in clips else (
+            "clip ids unknown: add 'frame_dir' to "
+            'PackActionInputs(meta_keys=...) to see them here')
+        raise ValueError(
+            f'modality {name!r} ({input_key}) has NaN/Inf values in '
+            f'{len(bad)} of {len(finite)} samples, at batch positions '
+            f'{positions} ({where}). Fix the data: check those '
+            'files with numpy.isfinite (e.g. a log of 0 in the audio '
+            'features), re-extract them or drop them from the annotation '
+            'list; a zero std in the data_preprocessor also gives Inf.')
 
     def extract_feats(self, x: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """``{m: [B, N, ...]}`` -> features ``{m: [B, D_m]}``."""
@@ -265,7 +319,7 @@ class CRMTRecognizer(BaseModel):
 
     def predict(self, inputs, data_samples) -> List:
         """Fused and per-modality scores into ``pred_score`` (a dict)."""
-        x = self.split_inputs(inputs)
+        x = self.split_inputs(inputs, data_samples)
         z = self.modality_logits(x)
         scores = {'fused': self.fuse(z).softmax(-1)}
         scores.update({m: logit.softmax(-1) for m, logit in z.items()})
@@ -275,7 +329,7 @@ class CRMTRecognizer(BaseModel):
 
     def loss(self, inputs, data_samples) -> Dict[str, Tensor]:
         """Phase 1: the configured CRMT loss; phase 2: -mean r(x)."""
-        x = self.split_inputs(inputs)
+        x = self.split_inputs(inputs, data_samples)
         labels = self.labels_of(data_samples)
         if int(self.phase) == 2:
             return self._radius_loss(x, labels)

@@ -4,7 +4,10 @@ from typing import Optional, Sequence
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
+from crmt_mm.utils import reject_unknown_keys
 
+
+@reject_unknown_keys
 class ModalityEncoder(nn.Module):
     """One modality's encoder: backbone plus pooling to one vector.
 
