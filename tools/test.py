@@ -8,9 +8,8 @@ import warnings
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from crmt_mm.engine.launch import use_cpu_distributed  # noqa: E402
+from crmt_mm.engine.launch import build_runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -83,12 +82,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    use_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        from mmaction.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     return runner.test()
 
 

@@ -7,9 +7,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from crmt_mm.engine.launch import use_cpu_distributed  # noqa: E402
+from crmt_mm.engine.launch import build_runner  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -79,12 +78,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    use_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        from mmaction.registry import RUNNERS
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 

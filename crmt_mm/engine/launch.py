@@ -32,3 +32,14 @@ def use_cpu_distributed(cfg) -> None:
                 'WORLD_SIZE, MASTER_ADDR, MASTER_PORT); start with '
                 'tools/dist_train.sh or torchrun.')
         dist.init_process_group('gloo')
+
+
+def build_runner(cfg):
+    """The runner of ``cfg`` (``runner_type`` if set), after the CPU DDP
+    set-up of :func:`use_cpu_distributed`."""
+    use_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        from mmaction.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)
