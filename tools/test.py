@@ -1,6 +1,5 @@
 """Test (and robustly evaluate) a checkpoint; flags mirror mmaction2's."""
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -9,7 +8,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from crmt_mm.engine.launch import build_runner  # noqa: E402
+from crmt_mm.engine.launch import (  # noqa: E402
+    add_launcher_args, build_runner, parse_launcher_args,
+    set_launcher_and_work_dir)
 
 
 def parse_args(argv=None):
@@ -39,13 +40,8 @@ def parse_args(argv=None):
                         help='visualise every this many samples')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='display time of every window (s)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(parser)
+    return parse_launcher_args(parser, argv)
 
 
 def merge_args(cfg, args):
@@ -67,14 +63,9 @@ def merge_args(cfg, args):
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = list(evaluator) + [dump] \
             if isinstance(evaluator, (list, tuple)) else [evaluator, dump]
-    cfg.launcher = args.launcher
+    set_launcher_and_work_dir(cfg, args)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     return cfg
 

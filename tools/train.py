@@ -1,6 +1,5 @@
 """Train a crmt_mm (or any mmaction2) model; flags mirror mmaction2's."""
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -8,7 +7,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from crmt_mm.engine.launch import build_runner  # noqa: E402
+from crmt_mm.engine.launch import (  # noqa: E402
+    add_launcher_args, build_runner, parse_launcher_args,
+    set_launcher_and_work_dir)
 
 
 def parse_args(argv=None):
@@ -34,25 +35,15 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value (e.g. '
         'train_cfg.max_epochs=3)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launcher_args(parser)
+    return parse_launcher_args(parser, argv)
 
 
 def merge_args(cfg, args):
     """Merge the command line into the config (as mmaction2 does)."""
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_launcher_and_work_dir(cfg, args)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):

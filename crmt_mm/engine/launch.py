@@ -1,5 +1,6 @@
 """Helpers shared by ``tools/train.py`` and ``tools/test.py``."""
 import os
+import os.path as osp
 
 import torch
 import torch.distributed as dist
@@ -43,3 +44,30 @@ def build_runner(cfg):
         return RUNNERS.build(cfg)
     from mmengine.runner import Runner
     return Runner.from_cfg(cfg)
+
+
+def add_launcher_args(parser) -> None:
+    """``--launcher`` and ``--local-rank``, as in mmaction2's tools."""
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launcher_args(parser, argv=None):
+    """Parse ``argv``; export ``LOCAL_RANK`` for launchers that pass
+    ``--local-rank`` (torch.distributed.launch) instead of setting it."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def set_launcher_and_work_dir(cfg, args) -> None:
+    """Launcher from the command line; work dir: ``--work-dir`` > config >
+    ``work_dirs/<config name>``."""
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
