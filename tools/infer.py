@@ -167,7 +167,8 @@ def radii(model, logits, fused) -> dict:
     joint = certified_radius(*args, model.competitor,
                              model.a_constraint != 'none')
     out = dict(joint=float(joint.detach()[0]))
-    out.update({m: float(per.detach()[i, 0]) for i, m in enumerate(model.modalities)})
+    out.update({m: float(per.detach()[i, 0])
+                for i, m in enumerate(model.modalities)})
     return out
 
 

@@ -6,10 +6,10 @@ from typing import Dict, Optional, Sequence
 import cv2
 import numpy as np
 import torch
+from mmaction.registry import HOOKS
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmaction.registry import HOOKS
 
 from crmt_mm.utils import reject_unknown_keys
 

@@ -210,8 +210,8 @@ class StockBranch(BaseModule):
     Example:
         >>> encoder = dict(
         ...     input_key='imgs',
-        ...     recognizer='mmaction::recognition/tsn/'
-        ...     'tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb.py')
+        ...     recognizer='mmaction::recognition/tsn/tsn_imagenet-'
+        ...     'pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb.py')
     """
 
     def __init__(self, recognizer: Union[str, dict]) -> None:
