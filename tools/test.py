@@ -31,7 +31,8 @@ def parse_args(argv=None):
         help='override config settings, key=value (e.g. '
         'test_dataloader.batch_size=16)')
     parser.add_argument('--show-dir',
-                        help='where visualisations go (needs a '
+                        help='where visualisations go (multi-modal models: '
+                        'one image per sample; others need a '
                         'VisualizationHook in default_hooks)')
     parser.add_argument('--show', action='store_true',
                         help='show predictions in a window (needs a '
@@ -44,18 +45,42 @@ def parse_args(argv=None):
     return parse_launcher_args(parser, argv)
 
 
+def is_multimodal(cfg) -> bool:
+    """Whether ``cfg.model`` takes a dict of modality tensors."""
+    model = cfg.get('model') or {}
+    pre = model.get('data_preprocessor') or {}
+    return model.get('type') == 'CRMTRecognizer' or \
+        pre.get('type') == 'MultiModalDataPreprocessor'
+
+
+def show_predictions(cfg, args) -> None:
+    """``--show``/``--show-dir``: mmaction2's VisualizationHook for single
+    inputs; for multi-modal models (whose dict of inputs that hook cannot
+    draw) MultiModalVisualizationHook writes images, and --show is refused
+    before anything runs."""
+    hooks = cfg.setdefault('default_hooks', {})
+    if is_multimodal(cfg):
+        if args.show:
+            raise SystemExit(
+                '--show: a multi-modal model has no single video to show in '
+                'a window; use --show-dir DIR to write one image per sample '
+                '(frames and spectrogram with the predictions).')
+        hooks['visualization'] = dict(type='MultiModalVisualizationHook',
+                                      out_dir=args.show_dir,
+                                      interval=args.interval)
+    elif 'visualization' in hooks:
+        hooks['visualization'].update(
+            enable=True, show=args.show, wait_time=args.wait_time,
+            out_dir=args.show_dir, interval=args.interval)
+    else:
+        warnings.warn('--show/--show-dir ignored: the config has no '
+                      'default_hooks.visualization', stacklevel=3)
+
+
 def merge_args(cfg, args):
     """Merge the command line into the config (as mmaction2 does)."""
     if args.show or args.show_dir is not None:
-        hooks = cfg.get('default_hooks') or {}
-        if 'visualization' in hooks:
-            visual = hooks['visualization']
-            visual.update(enable=True, show=args.show,
-                          wait_time=args.wait_time, out_dir=args.show_dir,
-                          interval=args.interval)
-        else:
-            warnings.warn('--show/--show-dir ignored: the config has no '
-                          'default_hooks.visualization', stacklevel=2)
+        show_predictions(cfg, args)
     if args.dump is not None:
         if not args.dump.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--dump must name a .pkl file, got {args.dump}')

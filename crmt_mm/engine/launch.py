@@ -1,22 +1,27 @@
 """Helpers shared by ``tools/train.py`` and ``tools/test.py``."""
 import os
 import os.path as osp
+import shutil
+import subprocess
 
 import torch
 import torch.distributed as dist
 
 
 def use_cpu_distributed(cfg) -> None:
-    """Make ``launcher='pytorch'`` work on CPU-only hosts with gloo.
+    """Make ``launcher='pytorch'`` and ``'slurm'`` work on CPU-only hosts
+    with gloo.
 
-    mmengine's ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` even
-    for gloo and the default DDP wrapper passes ``device_ids=[LOCAL_RANK]``,
-    both of which fail without CUDA. With CUDA present nothing changes (NCCL
-    and mmengine's own initialisation are used). The process group is
-    initialised here from torchrun's environment variables; mmengine then
-    skips its own ``init_dist``.
+    mmengine's ``_init_dist_pytorch`` and ``_init_dist_slurm`` call
+    ``torch.cuda.set_device`` even for gloo and the default DDP wrapper
+    passes ``device_ids=[LOCAL_RANK]``, both of which fail without CUDA.
+    With CUDA present nothing changes (NCCL and mmengine's own
+    initialisation are used). The process group is initialised here from
+    the launcher's environment variables (see :func:`cpu_dist_env`);
+    mmengine then skips its own ``init_dist``.
     """
-    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available():
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg.backend = 'gloo'
@@ -27,12 +32,64 @@ def use_cpu_distributed(cfg) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     if not dist.is_initialized():
-        if 'RANK' not in os.environ:
-            raise RuntimeError(
-                "--launcher pytorch needs torchrun's environment (RANK, "
-                'WORLD_SIZE, MASTER_ADDR, MASTER_PORT); start with '
-                'tools/dist_train.sh or torchrun.')
+        cpu_dist_env(launcher, cfg.env_cfg.dist_cfg.get('port'))
         dist.init_process_group('gloo')
+
+
+def cpu_dist_env(launcher: str, port=None) -> None:
+    """Check (pytorch) or derive (slurm) the variables of ``env://``.
+
+    For slurm the derivation is mmengine's ``_init_dist_slurm``: RANK from
+    ``SLURM_PROCID``, WORLD_SIZE from ``SLURM_NTASKS``, LOCAL_RANK from
+    ``SLURM_LOCALID``, MASTER_ADDR (unless set) from the first host of
+    ``scontrol show hostname $SLURM_NODELIST``, MASTER_PORT from
+    ``dist_cfg.port``, the environment or 29500. Every error names the
+    launcher that was asked for.
+    """
+    env = os.environ
+    if launcher == 'pytorch':
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                               'MASTER_PORT') if k not in env]
+        if missing:
+            raise RuntimeError(
+                "--launcher pytorch needs torchrun's environment variables "
+                f'(missing {missing}); start with tools/dist_train.sh, '
+                'tools/dist_test.sh or torchrun.')
+        return
+    if launcher != 'slurm':
+        raise RuntimeError(
+            f'--launcher {launcher} is not supported on a CPU-only host '
+            '(mmengine initialises it through CUDA); use --launcher pytorch '
+            '(tools/dist_train.sh) or --launcher slurm '
+            '(tools/slurm_train.sh).')
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+               if k not in env]
+    if missing:
+        raise RuntimeError(
+            f'--launcher slurm needs the variables srun sets (missing '
+            f'{missing}); start with tools/slurm_train.sh, '
+            'tools/slurm_test.sh or srun.')
+    if 'MASTER_ADDR' not in env:
+        if shutil.which('scontrol') is None:
+            raise RuntimeError(
+                '--launcher slurm: MASTER_ADDR is not set and scontrol, which '
+                'names the first host of SLURM_NODELIST, is not on PATH; '
+                'export MASTER_ADDR.')
+        host = subprocess.run(
+            ['scontrol', 'show', 'hostname', env['SLURM_NODELIST']],
+            capture_output=True, text=True).stdout.split()
+        if not host:
+            raise RuntimeError(
+                f'--launcher slurm: `scontrol show hostname '
+                f'{env["SLURM_NODELIST"]}` named no host; export '
+                'MASTER_ADDR.')
+        env['MASTER_ADDR'] = host[0]
+    if port is not None:
+        env['MASTER_PORT'] = str(port)
+    env.setdefault('MASTER_PORT', '29500')
+    env['WORLD_SIZE'] = env['SLURM_NTASKS']
+    env['RANK'] = env['SLURM_PROCID']
+    env['LOCAL_RANK'] = env.get('SLURM_LOCALID', env['SLURM_PROCID'])
 
 
 def build_runner(cfg):

@@ -13,6 +13,7 @@ from crmt_mm.attacks import InputSpace, MultiModalPGD
 from crmt_mm.certification import certified_radius
 from crmt_mm.utils import reject_unknown_keys
 from .modality_encoder import ModalityEncoder
+from .stock_branch import with_stock_preprocessors
 
 A_CONSTRAINTS = ('clamp', 'abs', 'none')
 # Data-sample meta keys naming a clip: rawframe datasets (frame_dir) and
@@ -44,7 +45,10 @@ class CRMTRecognizer(BaseModel):
 
     Args:
         encoders (dict): modality name -> dict(``input_key``, ``backbone``,
-            ``feat_dim``, optional ``temporal`` and ``input_shape``); the
+            ``feat_dim``, optional ``temporal`` and ``input_shape``), or
+            dict(``input_key``, ``recognizer``) for a stock mmaction2
+            recognizer whose preprocessor fills this input key's entry of
+            ``data_preprocessor`` unless given (:class:`StockBranch`); the
             order fixes the modality order M.
         head (dict): fusion head config (``num_classes`` required; the
             recognizer fills ``in_channels``).
@@ -80,6 +84,10 @@ class CRMTRecognizer(BaseModel):
                  input_ranges: Optional[Mapping[str, object]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
+        # Before BaseModel builds the data preprocessor: stock branches
+        # bring their preprocessor entries.
+        encoders, data_preprocessor = with_stock_preprocessors(
+            encoders, data_preprocessor)
         super().__init__(data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
         if len(encoders) < 2:

@@ -1,10 +1,11 @@
 """Wraps any mmaction2 backbone into a per-modality feature extractor."""
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from crmt_mm.utils import reject_unknown_keys
+from .stock_branch import stock_branch_args
 
 
 @reject_unknown_keys
@@ -14,27 +15,43 @@ class ModalityEncoder(nn.Module):
     Args:
         input_key (str): key of this modality in the packed inputs
             (``PackActionInputs(collect_keys=...)``), e.g. ``'imgs'``.
-        backbone (dict): any mmaction2/mmengine backbone config.
-        feat_dim (int): size D of the pooled feature (the backbone's output
-            channels, e.g. 512 for ResNet-18).
+        backbone (dict, optional): any mmaction2/mmengine backbone config;
+            required unless ``recognizer`` is given.
+        feat_dim (int, optional): size D of the pooled feature (the
+            backbone's output channels, e.g. 512 for ResNet-18); required
+            unless ``recognizer`` is given.
         temporal (str): how a ``[C, T, H, W]`` clip meets a backbone:
             ``'fold'`` runs a 2-D backbone on every frame and averages the
             features over T (CRMT's visual encoder); ``'channels'`` stacks
             the frames as channels (C*T); ``'none'`` passes the input as is
-            (audio ``[1, F, M]`` or a 3-D backbone). Defaults to ``'none'``.
+            (audio ``[1, F, M]`` or a 3-D backbone); ``'clips'`` gives the
+            backbone the whole ``[B, N, ...]`` input and expects ``[B, D]``
+            back (a :class:`StockBranch`). Defaults to ``'none'``.
         input_shape (Sequence[int], optional): expected per-clip shape (the
             dims after batch and clip), checked on every call.
+        recognizer (str | dict, optional): a stock mmaction2 recognizer
+            config (or ``'mmaction::<config>.py'``) whose backbone and neck
+            become this encoder (see :class:`StockBranch`); sets
+            ``backbone``, ``feat_dim`` (its ``cls_head.in_channels``) and
+            ``temporal='clips'``. Defaults to None.
 
     Shapes: ``[B, N, *input_shape]`` -> ``[B, feat_dim]`` (mean over the N
     clips and, for ``'fold'``, the T frames; backbone outputs with spatial
     dims are globally average-pooled).
     """
-    TEMPORAL = ('fold', 'channels', 'none')
+    TEMPORAL = ('fold', 'channels', 'none', 'clips')
 
-    def __init__(self, input_key: str, backbone: dict, feat_dim: int,
-                 temporal: str = 'none',
-                 input_shape: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, input_key: str, backbone: Optional[dict] = None,
+                 feat_dim: Optional[int] = None, temporal: str = 'none',
+                 input_shape: Optional[Sequence[int]] = None,
+                 recognizer: Optional[Union[str, dict]] = None) -> None:
         super().__init__()
+        if recognizer is not None:
+            backbone, feat_dim, temporal = stock_branch_args(
+                recognizer, backbone, feat_dim, temporal)
+        elif backbone is None or feat_dim is None:
+            raise ValueError('an encoder needs backbone and feat_dim, or a '
+                             'stock recognizer=...')
         if temporal not in self.TEMPORAL:
             raise ValueError(f'temporal must be one of {self.TEMPORAL}, got '
                              f'{temporal!r}')
@@ -47,6 +64,8 @@ class ModalityEncoder(nn.Module):
         self.input_shape = None if input_shape is None else tuple(input_shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.temporal == 'clips':
+            return self.backbone(x)
         batch, clips = x.shape[:2]
         x = x.flatten(0, 1)
         if self.temporal == 'fold':
