@@ -12,7 +12,9 @@ the rest of ``crmt_mm`` (and without mmengine/mmaction).
 from .base import InputSpace, Perturbation, UnknownModalityError
 from .builder import PERTURBATION_TYPES, build_perturbations, check_modalities
 from .fgm import MultiModalFGM, PerModalityFGM, UniModalFGM
-from .l2_attack import GRAD_NORM_GUARD, L2Ball, L2GradientAttack
+from .balls import GRAD_NORM_GUARD, NORMS, L2Ball, LinfBall
+from .ball_attack import AttackOutput, BallAttack, Geometry
+from .l2_attack import L2GradientAttack
 from .missing import MissingModality
 from .noise import GaussianNoise
 from .pgd import MultiModalPGD, PerModalityPGD, UniModalPGD
