@@ -25,8 +25,8 @@ from torch import Tensor
 
 from .balls import BALLS, check_norm
 from .base import (ForwardFn, Perturbation, Spaces, check_labels,
-                   check_nonneg, format_value, require_modalities, space_of,
-                   unique)
+                   check_nonneg, format_value, per_sample, require_modalities,
+                   space_of, unique)
 
 EPS_UNITS = ('normalized', 'raw')
 
@@ -196,6 +196,12 @@ class Geometry:
             out[m] = diff if self.scale[m] is None else diff * self.scale[m]
         return out
 
+    def where(self, mask: Tensor, a: Mapping[str, Tensor],
+              b: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """Per sample: ``a`` where ``mask`` (``[n]`` bool), else ``b``."""
+        return {m: torch.where(per_sample(mask, a[m]), a[m], b[m])
+                for m in self.attacked}
+
     def project(self, xs, u) -> Dict[str, Tensor]:
         """Project onto every ball, then clamp."""
         out = {}
@@ -203,12 +209,18 @@ class Geometry:
             out.update(b.project(u))
         return self.clamp(xs, out)
 
-    def ascent(self, grads, step) -> Dict[str, Tensor]:
-        """Steepest-ascent step of every ball (``step``: a float or a
-        per-sample ``[n]`` tensor, in budget units)."""
+    def ascent(self, grads, step, relative: bool = False
+               ) -> Dict[str, Tensor]:
+        """Steepest-ascent step of every ball.
+
+        ``step`` is a float or a per-sample ``[n]`` tensor, in budget units,
+        or as a fraction of each ball's ``eps`` when ``relative`` (APGD's
+        step 2ε with per-modality budgets). None = each ball's
+        ``step_size``.
+        """
         out = {}
         for b in self.balls:
-            out.update(b.ascent(grads, step))
+            out.update(b.ascent(grads, step * b.eps if relative else step))
         return out
 
     def sample(self, index: Tensor, boundary: bool = False
