@@ -24,6 +24,11 @@ Ratios written to ``--out`` (JSON):
   over the JT iteration's (goal <= 1.3); each measured in its own process
 - ``loader_vs_train_throughput``: AV-Digits loader samples/s over the
   model's training samples/s (>= 1 means loading does not starve training)
+- ``strong_eval_vs_naive`` (``--strong-eval on|only``): the 'standard'
+  AutoAttack-style ensemble over the demo's budget grid, survivor-only and
+  nested, over every member on every clip at every budget (goal <= 0.4,
+  identical per-sample outcomes asserted); plus
+  ``strong_standard_s_per_1000_clips_<model>``
 """
 import argparse
 import json
@@ -404,11 +409,82 @@ def bench_loader(batch, train_samples_per_s, ks_clips=96):
                 ks_loader_workers=ks_workers)
 
 
+# ------------------------------------------------ strong evaluation (AA)
+#: The demo's budget grid (configs/_base_/evaluation/robust_avdigits.py).
+STRONG_GRID = (0.5, 1.0, 2.0, 4.0)
+#: ``--quick`` shrinks the ensemble (the scheduling ratio is what is
+#: measured; per-clip costs always use the full 'standard' settings).
+STRONG_QUICK = dict(steps=20, n_targets=3, queries=300)
+
+
+def _strong_batch(kind, batch, seed=0):
+    """A batch labelled with the model's own clean predictions, so every
+    clip is attacked (an untrained model would otherwise be wrong on ~90%
+    and the attacks would have nothing to do)."""
+    model = build_model(kind, 'crmt').eval()
+    x, _ = make_batch(model, batch, seed)
+    with torch.no_grad():
+        y = model.fused_logits(x).argmax(dim=1)
+    return model, x, y
+
+
+def bench_strong_eval(kind, batch, quick):
+    """``strong_eval_vs_naive``: the ensemble over the demo's grid with
+    survivor-only members and nested budgets, against every member on every
+    clip at every budget; the per-sample outcomes must be identical."""
+    from crmt_mm.attacks import MultiModalAutoAttack
+    model, x, y = _strong_batch(kind, batch)
+    settings = STRONG_QUICK if quick else {}
+    ensemble = MultiModalAutoAttack(STRONG_GRID[0], version='standard',
+                                    modality=model.modalities[-1],
+                                    **settings)
+    runs = {}
+
+    def sweep(nested):
+        runs[nested] = ensemble.sweep(model.fused_logits, x, y, None,
+                                      STRONG_GRID, nested=nested)
+
+    t = interleaved(dict(nested=lambda: sweep(True),
+                         naive=lambda: sweep(False)), repeats=1, warmup=0)
+    a, b = runs[True], runs[False]
+    identical = bool(torch.equal(a.robust, b.robust)) and \
+        a.broken_by == b.broken_by and bool(torch.equal(a.break_eps,
+                                                         b.break_eps))
+    if not identical:
+        raise AssertionError('strong_eval: nested and naive sweeps differ')
+    return dict(strong_eval_nested_s=t['nested'],
+                strong_eval_naive_s=t['naive'],
+                strong_eval_vs_naive=t['nested'] / t['naive'],
+                strong_eval_identical=identical,
+                strong_eval_accuracy=dict(zip(map(str, STRONG_GRID),
+                                              a.accuracy)),
+                strong_eval_settings=dict(
+                    ensemble.describe(), members=None, budgets=STRONG_GRID,
+                    clips=batch))
+
+
+def bench_strong_cost(kind, clips):
+    """Seconds per 1,000 clips of the full 'standard' ensemble at one
+    budget (eps 1.0 on the last modality), extrapolated from ``clips``."""
+    from crmt_mm.attacks import MultiModalAutoAttack
+    model, x, y = _strong_batch(kind, clips, seed=1)
+    ensemble = MultiModalAutoAttack(1.0, version='standard',
+                                    modality=model.modalities[-1])
+    start = time.perf_counter()
+    result = ensemble.run(model.fused_logits, x, y)
+    seconds = time.perf_counter() - start
+    return {f'strong_standard_s_per_1000_clips_{kind}':
+            seconds / clips * 1000,
+            f'strong_standard_clips_{kind}': clips,
+            f'strong_standard_accuracy_{kind}': result.accuracy}
+
+
 # ---------------------------------------------------------------- main
 GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.1),
              tau_speedup=('>=', 2.0), phase2_vs_phase1_epoch=('<=', 0.1),
              pgd_vs_ideal=('<=', 1.15), peak_mem_ratio=('<=', 1.3),
-             loader_vs_train_throughput=('>=', 1.0))
+             loader_vs_train_throughput=('>=', 1.0),
+             strong_eval_vs_naive=('<=', 0.4))
 
 
 def parse_args(argv=None):
@@ -422,6 +498,12 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu',
                         help="'cpu' or 'cuda' (peak memory is CPU-only)")
     parser.add_argument('--out', default=None, help='write JSON here')
+    parser.add_argument(
+        '--strong-eval', choices=('off', 'on', 'only'), default='off',
+        help="AutoAttack-style ensemble: 'on' adds strong_eval_vs_naive "
+             "and seconds per 1,000 clips, 'only' runs nothing else")
+    parser.add_argument('--strong-clips', type=int, default=8,
+                        help='clips for the per-1,000-clip extrapolation')
     return parser.parse_args(argv)
 
 
@@ -450,11 +532,19 @@ def main(argv=None):
     ]
     if DEVICE.type == 'cpu':  # RSS sampling measures host memory only
         steps.append(('memory', lambda: bench_memory(kind, batch)))
+    strong = [('strong_eval', lambda: bench_strong_eval(kind, batch,
+                                                        args.quick)),
+              ('strong_cost', lambda: bench_strong_cost(kind,
+                                                        args.strong_clips))]
+    if args.strong_eval == 'only':
+        steps = strong
+    elif args.strong_eval == 'on':
+        steps += strong
     for name, step in steps:
         start = time.perf_counter()
         result.update(step())
         print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
-    if kind == 'avdigits':
+    if kind == 'avdigits' and args.strong_eval != 'only':
         result.update(bench_loader(batch, batch / result['jt_iter_s']))
     print('\n| ratio | value | goal | met |\n|---|---|---|---|')
     for key, (op, bound) in GOALS.items():
