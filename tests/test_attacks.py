@@ -195,6 +195,9 @@ def test_unimodal_pgd_matches_torchattacks(model, batch, modality, eps,
     flat = raw.reshape(B, raw.shape[2], -1, raw.shape[-1])
     ref = torchattacks.PGDL2(wrapper, eps=eps, alpha=eps / 3, steps=4,
                              random_start=False)(flat, y)
+    # torchattacks restores train mode if it found it: the recognizer must
+    # stay in eval mode (BatchNorm statistics) through the cross-check.
+    assert not any(m.training for m in model.modules())
     ref = ref.reshape(raw.shape)
 
     atk = A.UniModalPGD(modality, eps, eps_unit=eps_unit)

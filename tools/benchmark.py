@@ -24,6 +24,11 @@ Ratios written to ``--out`` (JSON):
   over the JT iteration's (goal <= 1.3); each measured in its own process
 - ``loader_vs_train_throughput``: AV-Digits loader samples/s over the
   model's training samples/s (>= 1 means loading does not starve training)
+- ``strong_eval_vs_naive`` (``--strong-eval on|only``): the 'standard'
+  AutoAttack-style ensemble over the demo's budget grid, survivor-only and
+  nested, over every member on every clip at every budget (goal <= 0.4,
+  identical per-sample outcomes asserted); plus
+  ``strong_standard_s_per_1000_clips_<model>``
 """
 import argparse
 import json
@@ -404,11 +409,98 @@ def bench_loader(batch, train_samples_per_s, ks_clips=96):
                 ks_loader_workers=ks_workers)
 
 
+# ------------------------------------------------ strong evaluation (AA)
+#: The demo's budget grid (configs/_base_/evaluation/robust_avdigits.py).
+STRONG_GRID = (0.5, 1.0, 2.0, 4.0)
+#: ``--quick`` shrinks the ensemble (the scheduling ratio is what is
+#: measured; per-clip costs always use the full 'standard' settings).
+STRONG_QUICK = dict(steps=10, n_targets=2, queries=100)
+#: Budget of the per-clip cost: small enough that no clip breaks.
+STRONG_COST_EPS = 1e-3
+
+
+def _strong_batch(kind, batch, seed=0):
+    """A batch labelled with the model's own clean predictions, so every
+    clip is attacked (an untrained model would otherwise be wrong on ~90%
+    and the attacks would have nothing to do)."""
+    model = build_model(kind, 'crmt').eval()
+    x, _ = make_batch(model, batch, seed)
+    with torch.no_grad():
+        y = model.fused_logits(x).argmax(dim=1)
+    return model, x, y
+
+
+def bench_strong_eval(kind, batch, quick, grid_scale=1.0):
+    """``strong_eval_vs_naive``: the ensemble over the demo's grid with
+    survivor-only members and nested budgets, against every member on every
+    clip at every budget; the per-sample outcomes must be identical."""
+    from crmt_mm.attacks import MultiModalAutoAttack
+    model, x, y = _strong_batch(kind, batch)
+    settings = STRONG_QUICK if quick else {}
+    grid = [e * grid_scale for e in STRONG_GRID]
+    ensemble = MultiModalAutoAttack(grid[0], version='standard',
+                                    modality=model.modalities[-1],
+                                    **settings)
+    runs = {}
+
+    def sweep(nested):
+        runs[nested] = ensemble.sweep(model.fused_logits, x, y, None, grid,
+                                      nested=nested)
+
+    t = interleaved(dict(nested=lambda: sweep(True),
+                         naive=lambda: sweep(False)), repeats=1, warmup=0)
+    a, b = runs[True], runs[False]
+    # Per-sample outcome: the budget index at which a clip breaks and the
+    # member that breaks it. Recorded (not raised) so that a float-level
+    # difference between batch sizes is reported with its size.
+    differ = sum(int(i != j) or int(p != q) for i, j, p, q in zip(
+        a.break_index.tolist(), b.break_index.tolist(), a.broken_by,
+        b.broken_by))
+    identical = differ == 0
+    if not identical:
+        print(f'  strong_eval: {differ} clips differ between nested and '
+              'naive sweeps', flush=True)
+    return dict(strong_eval_differing_clips=differ,strong_eval_nested_s=t['nested'],
+                strong_eval_naive_s=t['naive'],
+                strong_eval_vs_naive=t['nested'] / t['naive'],
+                strong_eval_identical=identical,
+                strong_eval_accuracy=dict(zip(map(str, grid), a.accuracy)),
+                strong_eval_settings=dict(
+                    ensemble.describe(), members=None, budgets=grid,
+                    grid_scale=grid_scale, clips=batch))
+
+
+def bench_strong_cost(kind, clips, fraction):
+    """Seconds per 1,000 clips of the 'standard' ensemble when every clip
+    survives every member (its worst case: nothing stops early), from
+    ``clips`` clips and ``fraction`` of its APGD steps and Square queries.
+
+    A tiny budget keeps every clip robust, so each member does all of its
+    work; the cost per step does not depend on the budget, so the time
+    scales by 1 / fraction and linearly in clips. On a real model the cost
+    is lower by roughly the fraction of clips broken early.
+    """
+    from crmt_mm.attacks import MultiModalAutoAttack
+    model, x, y = _strong_batch(kind, clips, seed=1)
+    ensemble = MultiModalAutoAttack(
+        STRONG_COST_EPS, version='standard', modality=model.modalities[-1],
+        steps=max(1, round(100 * fraction)),
+        queries=max(2, round(5000 * fraction)))
+    start = time.perf_counter()
+    result = ensemble.run(model.fused_logits, x, y)
+    seconds = time.perf_counter() - start
+    return {f'strong_standard_s_per_1000_clips_{kind}':
+            seconds / fraction / clips * 1000,
+            f'strong_standard_clips_{kind}': clips,
+            f'strong_standard_work_fraction_{kind}': fraction,
+            f'strong_standard_accuracy_{kind}': result.accuracy}
+
 # ---------------------------------------------------------------- main
 GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.1),
              tau_speedup=('>=', 2.0), phase2_vs_phase1_epoch=('<=', 0.1),
              pgd_vs_ideal=('<=', 1.15), peak_mem_ratio=('<=', 1.3),
-             loader_vs_train_throughput=('>=', 1.0))
+             loader_vs_train_throughput=('>=', 1.0),
+             strong_eval_vs_naive=('<=', 0.4))
 
 
 def parse_args(argv=None):
@@ -422,6 +514,20 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu',
                         help="'cpu' or 'cuda' (peak memory is CPU-only)")
     parser.add_argument('--out', default=None, help='write JSON here')
+    parser.add_argument(
+        '--strong-eval', choices=('off', 'on', 'only', 'cost'),
+        default='off',
+        help="AutoAttack-style ensemble: 'on' adds strong_eval_vs_naive "
+             "and seconds per 1,000 clips, 'only' runs nothing else, "
+             "'cost' only the seconds per 1,000 clips")
+    parser.add_argument('--strong-clips', type=int, default=4,
+                        help='clips for the per-1,000-clip extrapolation')
+    parser.add_argument('--strong-fraction', type=float, default=0.1,
+                        help="fraction of 'standard''s steps and queries "
+                             'timed for the per-1,000-clip figure')
+    parser.add_argument('--strong-grid-scale', type=float, default=1.0,
+                        help="multiplies the demo grid (an untrained "
+                             'model needs larger budgets to break)')
     return parser.parse_args(argv)
 
 
@@ -450,11 +556,21 @@ def main(argv=None):
     ]
     if DEVICE.type == 'cpu':  # RSS sampling measures host memory only
         steps.append(('memory', lambda: bench_memory(kind, batch)))
+    strong = [('strong_eval', lambda: bench_strong_eval(
+                  kind, batch, args.quick, args.strong_grid_scale)),
+              ('strong_cost', lambda: bench_strong_cost(
+                  kind, args.strong_clips, args.strong_fraction))]
+    if args.strong_eval == 'only':
+        steps = strong
+    elif args.strong_eval == 'cost':
+        steps = strong[1:]
+    elif args.strong_eval == 'on':
+        steps += strong
     for name, step in steps:
         start = time.perf_counter()
         result.update(step())
         print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
-    if kind == 'avdigits':
+    if kind == 'avdigits' and args.strong_eval not in ('only', 'cost'):
         result.update(bench_loader(batch, batch / result['jt_iter_s']))
     print('\n| ratio | value | goal | met |\n|---|---|---|---|')
     for key, (op, bound) in GOALS.items():

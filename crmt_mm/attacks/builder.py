@@ -9,12 +9,15 @@ import inspect
 from collections.abc import Mapping
 from typing import Dict, List, Sequence, Union
 
+from .apgd import APGD
+from .autoattack import MultiModalAutoAttack
 from .base import Perturbation, UnknownModalityError
 from .fgm import MultiModalFGM, PerModalityFGM, UniModalFGM
 from .l2_attack import L2GradientAttack
 from .missing import MissingModality
 from .noise import GaussianNoise
 from .pgd import MultiModalPGD, PerModalityPGD, UniModalPGD
+from .square import Square
 from .worst_case import WorstCase
 
 #: Config ``type`` -> class.
@@ -22,7 +25,7 @@ PERTURBATION_TYPES: Dict[str, type] = {
     cls.__name__: cls for cls in (
         MultiModalFGM, UniModalFGM, PerModalityFGM, MultiModalPGD,
         UniModalPGD, PerModalityPGD, MissingModality, GaussianNoise,
-        WorstCase)
+        WorstCase, APGD, Square, MultiModalAutoAttack)
 }
 
 #: Keys whose list value expands into one perturbation per element.
@@ -44,7 +47,13 @@ def build_perturbations(cfgs: Union[Config, Sequence[Config]]
     Default names: ``pgd_audio@0.5``, ``fgm_audio@0.5``, ``pgd_joint@0.2``,
     ``pgd_visual@0.1+audio@0.5`` (per-modality), ``missing_audio`` /
     ``missing_audio_feat``, ``noise_audio@0.1`` / ``noise_all@0.1``,
-    ``worst_audio@0.5``; ``_raw`` is appended for ``eps_unit='raw'``.
+    ``worst_audio@0.5``, ``apgd-ce_audio@0.5`` / ``apgd-dlr_...`` /
+    ``apgd-t_...`` (``APGD``), ``square_audio@0.5`` (``Square``),
+    ``aa-standard_audio@0.5`` / ``aa-fast_...`` / ``aa-reference_...``
+    (``MultiModalAutoAttack``); ``_linf`` is appended for ``norm='Linf'``
+    and ``_raw`` for ``eps_unit='raw'``. An ``eps`` list of an ensemble
+    gives one ensemble per budget; :func:`~.autoattack.nested_sweep` runs
+    such a group as one nested, survivor-only sweep.
 
     ``WorstCase`` takes ``perturbations`` (member configs), or ``modality``
     (None = joint) to default to FGM + PGD; a top-level ``eps`` is given to

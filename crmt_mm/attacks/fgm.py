@@ -28,6 +28,8 @@ class MultiModalFGM(L2GradientAttack):
         clamp (bool): clamp to the ``InputSpace`` bounds. Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'fgm_joint@<eps>'``.
             Defaults to None.
 
@@ -38,10 +40,11 @@ class MultiModalFGM(L2GradientAttack):
 
     def __init__(self, eps: float, modalities: Optional[Sequence[str]] = None,
                  clamp: bool = True, eps_unit: str = 'normalized',
-                 name: Optional[str] = None):
+                 norm: str = 'L2', name: Optional[str] = None):
         super().__init__([(modalities, eps, eps)], kind='fgm',
                          label=joint_label(modalities),
-                         clamp=clamp, eps_unit=eps_unit, name=name)
+                         clamp=clamp, eps_unit=eps_unit, norm=norm,
+                         name=name)
 
 
 class UniModalFGM(L2GradientAttack):
@@ -53,6 +56,8 @@ class UniModalFGM(L2GradientAttack):
         clamp (bool): clamp to the ``InputSpace`` bounds. Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'fgm_<modality>@<eps>'``.
             Defaults to None.
 
@@ -61,11 +66,12 @@ class UniModalFGM(L2GradientAttack):
     """
 
     def __init__(self, modality: str, eps: float, clamp: bool = True,
-                 eps_unit: str = 'normalized', name: Optional[str] = None):
+                 eps_unit: str = 'normalized', norm: str = 'L2',
+                 name: Optional[str] = None):
         check_modality_name(modality)
         super().__init__([((modality,), eps, eps)], kind='fgm',
                          label=modality, clamp=clamp, eps_unit=eps_unit,
-                         name=name)
+                         norm=norm, name=name)
 
 
 class PerModalityFGM(L2GradientAttack):
@@ -80,12 +86,15 @@ class PerModalityFGM(L2GradientAttack):
         clamp (bool): clamp to the ``InputSpace`` bounds. Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'fgm_visual@0.1+audio@0.5'``.
             Defaults to None.
     """
 
     def __init__(self, eps: Mapping[str, float], clamp: bool = True,
-                 eps_unit: str = 'normalized', name: Optional[str] = None):
+                 eps_unit: str = 'normalized', norm: str = 'L2',
+                 name: Optional[str] = None):
         balls = [((m,), e, e) for m, e in per_modality_budgets(eps).items()]
         super().__init__(balls, kind='fgm', clamp=clamp, eps_unit=eps_unit,
-                         name=name)
+                         norm=norm, name=name)

@@ -51,6 +51,8 @@ class MultiModalPGD(L2GradientAttack):
             Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'pgd_joint@<eps>'``.
             Defaults to None.
 
@@ -63,12 +65,13 @@ class MultiModalPGD(L2GradientAttack):
                  steps: int = 4, step_size: Optional[float] = None,
                  random_start: bool = False, restarts: int = 1, seed: int = 0,
                  clamp: bool = True, eps_unit: str = 'normalized',
-                 name: Optional[str] = None):
+                 norm: str = 'L2', name: Optional[str] = None):
         super().__init__([(modalities, eps, _step_size(eps, step_size))],
                          kind='pgd', label=joint_label(modalities),
                          steps=steps,
                          random_start=random_start, restarts=restarts,
-                         seed=seed, clamp=clamp, eps_unit=eps_unit, name=name)
+                         seed=seed, clamp=clamp, eps_unit=eps_unit,
+                         norm=norm, name=name)
 
 
 class UniModalPGD(L2GradientAttack):
@@ -90,6 +93,8 @@ class UniModalPGD(L2GradientAttack):
         clamp (bool): clamp to the ``InputSpace`` bounds. Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'pgd_<modality>@<eps>'``.
             Defaults to None.
 
@@ -101,12 +106,13 @@ class UniModalPGD(L2GradientAttack):
                  step_size: Optional[float] = None,
                  random_start: bool = False, restarts: int = 1, seed: int = 0,
                  clamp: bool = True, eps_unit: str = 'normalized',
-                 name: Optional[str] = None):
+                 norm: str = 'L2', name: Optional[str] = None):
         check_modality_name(modality)
         super().__init__([((modality,), eps, _step_size(eps, step_size))],
                          kind='pgd', label=modality, steps=steps,
                          random_start=random_start, restarts=restarts,
-                         seed=seed, clamp=clamp, eps_unit=eps_unit, name=name)
+                         seed=seed, clamp=clamp, eps_unit=eps_unit,
+                         norm=norm, name=name)
 
 
 class PerModalityPGD(L2GradientAttack):
@@ -130,6 +136,8 @@ class PerModalityPGD(L2GradientAttack):
         clamp (bool): clamp to the ``InputSpace`` bounds. Defaults to True.
         eps_unit (str): ``'normalized'`` or ``'raw'``.
             Defaults to ``'normalized'``.
+        norm (str): ``'L2'`` or ``'Linf'`` (sign steps, element-wise
+            budget; the name gets ``_linf``). Defaults to ``'L2'``.
         name (str, optional): overrides ``'pgd_visual@0.1+audio@0.5'``.
             Defaults to None.
 
@@ -141,7 +149,7 @@ class PerModalityPGD(L2GradientAttack):
                  step_size: Union[None, float, Mapping[str, float]] = None,
                  random_start: bool = False, restarts: int = 1, seed: int = 0,
                  clamp: bool = True, eps_unit: str = 'normalized',
-                 name: Optional[str] = None):
+                 norm: str = 'L2', name: Optional[str] = None):
         eps = per_modality_budgets(eps)
         if isinstance(step_size, Mapping):
             if set(step_size) != set(eps):
@@ -154,4 +162,5 @@ class PerModalityPGD(L2GradientAttack):
         balls = [((m,), e, _step_size(e, sizes[m])) for m, e in eps.items()]
         super().__init__(balls, kind='pgd', steps=steps,
                          random_start=random_start, restarts=restarts,
-                         seed=seed, clamp=clamp, eps_unit=eps_unit, name=name)
+                         seed=seed, clamp=clamp, eps_unit=eps_unit,
+                         norm=norm, name=name)
