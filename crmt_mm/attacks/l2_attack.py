@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import (ForwardFn, Perturbation, Spaces, check_labels,
-                   check_nonneg, check_positive_int, format_value, per_sample,
-                   require_modalities, space_of, sq_norm, unique)
+from .base import (BUDGET_SPACE, ForwardFn, Perturbation, Spaces,
+                   check_labels, check_nonneg, check_positive_int,
+                   description, format_value, per_sample, require_modalities,
+                   space_of, sq_norm, unique)
 
 #: Floor on a gradient norm before dividing by it. A gradient with norm
 #: below it (in practice only an exactly zero gradient: a saturated or
@@ -234,6 +235,24 @@ class L2GradientAttack(Perturbation):
         parts = '+'.join(f'{m}@{format_value(e)}'
                          for mods, e, _ in self.balls for m in mods)
         return f'{self.kind}_{parts}{unit}'
+
+    def describe(self) -> dict:
+        """See :meth:`Perturbation.describe`; one ball is a curve point."""
+        curve = budget = None
+        if self.label is not None:  # one ball: a point on a curve
+            unit = '_raw' if self.eps_unit == 'raw' else ''
+            curve, budget = f'{self.kind}_{self.label}{unit}', self.eps
+        return description(
+            self, kind=self.kind, unit=self.eps_unit, label=self.label,
+            curve=curve, budget=budget, settings=dict(
+                eps=self.eps, eps_unit=self.eps_unit,
+                space=BUDGET_SPACE[self.eps_unit], steps=self.steps,
+                step_size=[b[2] for b in self.balls]
+                if len(self.balls) > 1 else self.balls[0][2],
+                random_start=self.random_start, restarts=self.restarts,
+                seed=self.seed if self.random_start else None,
+                clamp=self.clamp,
+                loss='cross-entropy on fused logits, untargeted'))
 
     # ---- the attack -------------------------------------------------------
 

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .base import ForwardFn, Perturbation, Spaces, per_sample
+from .base import ForwardFn, Perturbation, Spaces, description, per_sample
 
 
 class WorstCase(Perturbation):
@@ -69,6 +69,22 @@ class WorstCase(Perturbation):
         if len(suffixes) == 1 and all('_' in n for n in names):
             return f'worst_{suffixes.pop()}'
         return 'worst[' + ','.join(names) + ']'
+
+    def describe(self) -> dict:
+        """See :meth:`Perturbation.describe`; a curve point only when every
+        member is an L2 attack (FGM/PGD) at one budget."""
+        members = [m.describe() for m in self.perturbations]
+        fields = dict(kind='worst', settings=dict(
+            members=[m['name'] for m in members],
+            rule='robust only if correct under every member'))
+        points = {(m['label'], m['budget'], m['unit']) for m in members}
+        if len(points) == 1 and None not in next(iter(points))[:2] and \
+                all(m['kind'] in ('fgm', 'pgd') for m in members):
+            label, budget, unit = points.pop()
+            suffix = '_raw' if unit == 'raw' else ''
+            fields.update(label=label, curve=f'worst_{label}{suffix}',
+                          budget=budget, unit=unit)
+        return description(self, **fields)
 
     def perturb(self, forward: ForwardFn, x: Dict[str, Tensor], y: Tensor,
                 spaces: Spaces = None) -> Dict[str, Tensor]:

@@ -317,6 +317,33 @@ class CRMTRecognizer(BaseModel):
                 "the head's num_classes.")
         return labels.to(self.tau.device)
 
+    def batch_to_modalities(self, data_batch, training: bool = False,
+                            preprocessed: bool = False):
+        """A dataloader batch -> ``({modality: Tensor}, labels, samples)``.
+
+        The one conversion used by the evaluation, tau estimation and
+        the cached phase 2: the data preprocessor, :meth:`split_inputs`
+        (checked shapes and finite values) and :meth:`labels_of`.
+
+        Args:
+            data_batch (dict): a collated batch, or with ``preprocessed``
+                the data preprocessor's output for it.
+            training (bool): preprocessing in training mode (augmenting
+                preprocessors). Defaults to False.
+            preprocessed (bool): ``data_batch`` is already preprocessed
+                (the evaluation reuses the clean pass's preprocessing).
+                Defaults to False.
+
+        Returns:
+            tuple: ``x`` ``{modality: [B, N, ...]}`` (normalised), labels
+            LongTensor ``[B]`` and the data samples.
+        """
+        data = data_batch if preprocessed else \
+            self.data_preprocessor(data_batch, training)
+        samples = data['data_samples']
+        return (self.split_inputs(data['inputs'], samples),
+                self.labels_of(samples), samples)
+
     def predict(self, inputs, data_samples) -> List:
         """Fused and per-modality scores into ``pred_score`` (a dict)."""
         x = self.split_inputs(inputs, data_samples)
