@@ -364,8 +364,11 @@ class RobustEvaluator:
             modality, None = never clamped) and ``certification``.
         """
         model = self.model
+        head = getattr(model, 'head', None)
+        if head is None:  # an mmaction2 recognizer
+            head = getattr(model, 'cls_head', None)
         run = dict(stage=self.stage, model=type(model).__name__,
-                   head=type(getattr(model, 'head', None)).__name__)
+                   head=type(head).__name__)
         run.update(self._run_info)
         run['seconds_per_batch_rank0'] = {
             k: v / max(self._num_batches, 1)

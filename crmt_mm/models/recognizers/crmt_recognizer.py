@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from crmt_mm.attacks import InputSpace, MultiModalPGD
 from crmt_mm.certification import certified_radius
 from crmt_mm.utils import reject_unknown_keys
+from .input_spaces import preprocessor_input_spaces
 from .modality_encoder import ModalityEncoder
 
 A_CONSTRAINTS = ('clamp', 'abs', 'none')
@@ -262,24 +263,10 @@ class CRMTRecognizer(BaseModel):
 
     def input_spaces(self) -> Dict[str, Optional[InputSpace]]:
         """Raw-unit statistics and valid range of every modality's input."""
-        spaces = {}
-        preprocessors = getattr(self.data_preprocessor, 'preprocessors', {})
-        for name, encoder in self.encoders.items():
-            pre = preprocessors[encoder.input_key] \
-                if encoder.input_key in preprocessors else None
-            normalised = pre is not None and getattr(pre, '_enable_normalize',
-                                                     False)
-            default = (0.0, 255.0) if normalised else None
-            bounds = self.input_ranges.get(name, default)
-            if bounds is None and not normalised:
-                spaces[name] = None
-                continue
-            spaces[name] = InputSpace(
-                mean=pre.mean if normalised else None,
-                std=pre.std if normalised else None,
-                lo=None if bounds is None else bounds[0],
-                hi=None if bounds is None else bounds[1])
-        return spaces
+        return preprocessor_input_spaces(
+            self.data_preprocessor,
+            {m: e.input_key for m, e in self.encoders.items()},
+            self.input_ranges)
 
     def certified_radius(self, x: Mapping[str, Tensor], labels: Tensor
                          ) -> Tensor:
