@@ -61,7 +61,6 @@ class RobustMMRecognizer3D(MMRecognizer3D):
         input_ranges (dict, optional): modality -> valid raw range
             ``(lo, hi)`` or None; defaults to (0, 255) for normalised
             inputs, None (never clamped) else. Defaults to None.
-        init_cfg (dict, optional): Defaults to None.
 
     Example:
         >>> model = dict(type='RobustMMRecognizer3D',
@@ -81,12 +80,11 @@ class RobustMMRecognizer3D(MMRecognizer3D):
                  data_preprocessor: Optional[dict] = None,
                  fusion: str = 'prob',
                  fusion_weights: Optional[Sequence[float]] = None,
-                 input_ranges: Optional[Mapping[str, object]] = None,
-                 init_cfg=None) -> None:
+                 input_ranges: Optional[Mapping[str, object]] = None
+                 ) -> None:
         super().__init__(backbone=backbone, cls_head=cls_head, neck=neck,
                          train_cfg=train_cfg, test_cfg=test_cfg,
-                         data_preprocessor=data_preprocessor,
-                         init_cfg=init_cfg)
+                         data_preprocessor=data_preprocessor)
         if fusion not in FUSIONS:
             raise ValueError(f'fusion must be one of {FUSIONS}, got '
                              f'{fusion!r}')
