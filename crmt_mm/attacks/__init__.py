@@ -1,4 +1,4 @@
-"""Perturbations for robust evaluation (``crmt.md`` §10), in plain torch.
+"""Perturbations for robust evaluation (``docs/evaluation.md``), in plain torch.
 
 Every perturbation follows one contract (:class:`Perturbation`):
 ``perturb(forward, x, y, spaces)`` returns perturbed modality dicts and

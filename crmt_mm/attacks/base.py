@@ -2,7 +2,8 @@
 
 Everything in :mod:`crmt_mm.attacks` is plain torch (no mmengine or mmaction
 import) so that the attacks can be tested, reused and reasoned about without
-the framework. The evaluation protocol they implement is ``crmt.md`` §10.
+the framework. The evaluation protocol they implement is described in
+``docs/evaluation.md``.
 """
 from __future__ import annotations
 
@@ -139,7 +140,7 @@ class InputSpace:
     """How one modality's normalised tensor relates to its raw values.
 
     The model sees ``x = (raw - mean) / std``; the attacks work on ``x``
-    (budgets in the normalised space, ``crmt.md`` §10) and use this
+    (budgets in the normalised space, ``docs/evaluation.md``) and use this
     description to clamp to the valid raw range and, with
     ``eps_unit='raw'``, to measure budgets in raw units.
 

@@ -1,8 +1,8 @@
 """One L2 gradient attack (FGM and PGD) for every budget mode.
 
-``crmt.md`` §10 evaluates FGM and PGD-L2 with three kinds of budget: one ε
-for the joint norm of several modalities, one ε for a single modality, and
-one ε per modality. All three are "a list of L2 balls, each over some
+The evaluation protocol (``docs/evaluation.md``) runs FGM and PGD-L2 with
+three kinds of budget: one ε for the joint norm of several modalities, one ε
+for a single modality, and one ε per modality. All three are "a list of L2 balls, each over some
 modalities": normalise the gradient within each ball, step, project onto
 each ball. :class:`L2Ball` is that concept and :class:`L2GradientAttack` the
 single attack loop; :mod:`.fgm` and :mod:`.pgd` only choose the balls and
@@ -80,7 +80,7 @@ class L2Ball:
         """``step_size * g^(m) / sqrt(sum_m' ||g^(m')||^2)`` per modality.
 
         The joint normalisation is what makes the step follow the steepest
-        L2 ascent for the whole ball (``crmt.md`` §10), rather than giving
+        L2 ascent for the whole ball, rather than giving
         every modality a unit step of its own.
         """
         n = self.norm(grads).clamp_min(GRAD_NORM_GUARD)

@@ -1,4 +1,4 @@
-"""Missing-modality evaluation (``crmt.md`` §10, "Missing modality")."""
+"""Missing-modality evaluation (``docs/evaluation.md``, "Honest labelling")."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple

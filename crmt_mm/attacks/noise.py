@@ -1,4 +1,4 @@
-"""Gaussian-noise evaluation (``crmt.md`` §10, a crmt_mm extension)."""
+"""Gaussian-noise evaluation (a crmt_mm extension, ``docs/evaluation.md``)."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple

@@ -1,4 +1,4 @@
-"""Per-sample worst case over several perturbations (``crmt.md`` §10)."""
+"""Per-sample worst case over several perturbations (``docs/evaluation.md``)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
