@@ -2,9 +2,9 @@
 
 The evaluation protocol (``docs/evaluation.md``) runs FGM and PGD-L2 with
 three kinds of budget: one ε for the joint norm of several modalities, one ε
-for a single modality, and one ε per modality. All three are "a list of L2 balls, each over some
-modalities": normalise the gradient within each ball, step, project onto
-each ball. :class:`L2Ball` is that concept and :class:`L2GradientAttack` the
+for a single modality, and one ε per modality. All three are "a list of L2
+balls, each over some modalities": normalise the gradient within each ball,
+step, project onto each ball. :class:`L2Ball` is that concept and :class:`L2GradientAttack` the
 single attack loop; :mod:`.fgm` and :mod:`.pgd` only choose the balls and
 the step schedule.
 """

@@ -1,4 +1,5 @@
-"""Per-sample worst case over several perturbations (``docs/evaluation.md``)."""
+"""Per-sample worst case over several perturbations
+(``docs/evaluation.md``)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple

@@ -206,7 +206,8 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
     def __init__(self, runner, dataloader, evaluator,
                  perturbations: Sequence[dict] = (),
                  certify: Optional[dict] = None,
-                 report_dir: Optional[str] = None, log_interval: Optional[int] = None,
+                 report_dir: Optional[str] = None,
+                 log_interval: Optional[int] = None,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         self._init_robust(perturbations, certify, report_dir, log_interval)
@@ -254,7 +255,8 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
     def __init__(self, runner, dataloader, evaluator,
                  perturbations: Sequence[dict] = (),
                  certify: Optional[dict] = None, interval: int = 1,
-                 report_dir: Optional[str] = None, log_interval: Optional[int] = None,
+                 report_dir: Optional[str] = None,
+                 log_interval: Optional[int] = None,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if isinstance(interval, bool) or not isinstance(interval, int) \
