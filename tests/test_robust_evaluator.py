@@ -139,3 +139,16 @@ def test_eval_progress_hook_on_a_plain_test_loop(avdigits_tiny, tmp_path):
     runner.test()
     text = log_text(runner)
     assert 'test [1/3]' in text and 'test [3/3]' in text and 'ETA' in text
+
+
+def test_tau_data_train_needs_a_train_dataloader():
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from crmt_mm.evaluation import check_tau_data
+    runner = SimpleNamespace(cfg=Config(dict()))
+    check_tau_data(runner, None)
+    check_tau_data(runner, dict(tau_source='model', tau_data='train'))
+    with pytest.raises(ValueError, match="tau_data='train' needs"):
+        check_tau_data(runner, dict(tau_source='estimate', tau_data='train'))

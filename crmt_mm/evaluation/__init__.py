@@ -17,8 +17,10 @@ from .loops import RobustTestLoop, RobustValLoop
 from .metrics import RobustAccMetric
 from .progress import EvalProgressHook
 from .report import build_report, compare_reports, load_report, write_report
-from .robust_evaluator import RobustEvaluator, resolve_tau_loader
+from .robust_evaluator import (RobustEvaluator, check_tau_data,
+                               resolve_tau_loader)
 
 __all__ = ['RobustValLoop', 'RobustTestLoop', 'RobustAccMetric',
-           'RobustEvaluator', 'resolve_tau_loader', 'EvalProgressHook',
-           'build_report', 'write_report', 'load_report', 'compare_reports']
+           'RobustEvaluator', 'resolve_tau_loader', 'check_tau_data',
+           'EvalProgressHook', 'build_report', 'write_report', 'load_report',
+           'compare_reports']

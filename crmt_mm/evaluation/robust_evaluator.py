@@ -426,6 +426,21 @@ class RobustEvaluator:
                     protocol=self.end(), metric=metric)
 
 
+def check_tau_data(runner: Runner, certify: Optional[dict]) -> None:
+    """Fail early if ``certify`` asks for data the config does not have.
+
+    Raises:
+        ValueError: ``tau_data='train'`` without a ``train_dataloader``.
+    """
+    if certify is not None and certify['tau_source'] == 'estimate' and \
+            certify['tau_data'] == 'train' and \
+            runner.cfg.get('train_dataloader') is None:
+        raise ValueError(
+            "certify.tau_data='train' needs `train_dataloader` in the "
+            "config; use tau_data='self' (the evaluated data) or a "
+            'dataloader config dict')
+
+
 def resolve_tau_loader(runner: Runner, certify: dict, own_loader,
                        stage: str) -> Tuple[object, str]:
     """The data for ``certify.tau_source='estimate'`` and its name.
@@ -437,16 +452,11 @@ def resolve_tau_loader(runner: Runner, certify: dict, own_loader,
     Raises:
         ValueError: ``'train'`` without a ``train_dataloader`` in the config.
     """
+    check_tau_data(runner, certify)
     spec = certify['tau_data']
     if spec == 'self':
         return own_loader, f'the {stage} dataloader'
     if spec == 'train':
-        cfg = runner.cfg.get('train_dataloader')
-        if cfg is None:
-            raise ValueError(
-                "certify.tau_data='train' needs `train_dataloader` in the "
-                "config; use tau_data='self' (this loop's data) or a "
-                'dataloader config dict')
-        return Runner.build_dataloader(cfg, seed=runner.seed), \
-            'train_dataloader'
+        return Runner.build_dataloader(runner.cfg.train_dataloader,
+                                       seed=runner.seed), 'train_dataloader'
     return Runner.build_dataloader(spec, seed=runner.seed), 'certify.tau_data'

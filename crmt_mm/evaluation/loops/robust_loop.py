@@ -20,7 +20,8 @@ from crmt_mm.engine.hooks.phase_switch_hook import unwrap
 from crmt_mm.utils import reject_unknown_keys
 from ..metrics.robust_acc_metric import RobustAccMetric
 from ..report import build_report, write_report
-from ..robust_evaluator import RobustEvaluator, resolve_tau_loader
+from ..robust_evaluator import (RobustEvaluator, check_tau_data,
+                                resolve_tau_loader)
 
 
 class RobustLoopMixin:
@@ -36,13 +37,7 @@ class RobustLoopMixin:
             unwrap(self.runner.model), perturbations, certify,
             stage=self._stage, fp16=self.fp16, log_interval=log_interval,
             logger=self.runner.logger, who=type(self).__name__)
-        certify = self.robust.certify
-        if self.robust.needs_tau_data and certify['tau_data'] == 'train' \
-                and self.runner.cfg.get('train_dataloader') is None:
-            raise ValueError(
-                "certify.tau_data='train' needs `train_dataloader` in the "
-                "config; use tau_data='self' (this loop's data) or a "
-                'dataloader config dict')
+        check_tau_data(self.runner, self.robust.certify)
         self.report_dir = report_dir
         self.metric = self._robust_metric()
         self.robust.bind(self.metric)
