@@ -45,3 +45,21 @@ def tiny_config(name: str, data_root: str, work_dir: str, **options
     cfg.merge_from_dict(options)
     os.makedirs(work_dir, exist_ok=True)
     return cfg
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a torch.distributed rendezvous."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` (tools/ is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        f'crmt_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

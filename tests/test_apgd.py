@@ -183,8 +183,9 @@ def test_budget_modes_and_state(tmp_path):
     desc = A.APGD(8.0, modality='visual', norm='Linf', eps_unit='raw',
                   loss='dlr-targeted', restarts=2).describe()
     assert desc['name'] == 'apgd-t_visual@8.0_linf_raw'
-    assert (desc['norm'], desc['unit'], desc['losses'], desc['restarts'],
-            desc['steps'], desc['n_targets']) == (
+    s = desc['settings']
+    assert (s['norm'], desc['unit'], s['losses'], s['restarts'],
+            s['steps'], s['n_targets']) == (
         'Linf', 'raw', ['dlr-targeted'], 2, 100, 9)
 
 

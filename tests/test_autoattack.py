@@ -54,11 +54,13 @@ def test_versions_and_names():
     assert [m.name for m in fast.members][0] == \
         'apgd-ce_visual@4.0+audio@0.1_linf_raw'
     desc = std.describe()
-    assert desc['version'] == 'standard' and desc['norm'] == 'L2'
-    assert desc['attacks'] == [m.name for m in std.members]
-    assert desc['losses'] == ['ce', 'dlr-targeted', 'margin']
-    assert 'FAB' in desc['not_included']
-    assert desc['members'][2]['queries'] == 5000
+    s = desc['settings']
+    assert desc['kind'] == 'aa-standard' and s['norm'] == 'L2'
+    assert s['version'] == 'standard' and desc['curve'] is not None
+    assert s['attacks'] == [m.name for m in std.members]
+    assert s['losses'] == ['ce', 'dlr-targeted', 'margin']
+    assert 'FAB' in s['not_included']
+    assert s['members'][2]['settings']['queries'] == 5000
     joint = A.MultiModalAutoAttack(1.0, version='reference')
     assert [type(m).__name__ for m in joint.members] == ['MultiModalFGM',
                                                          'MultiModalPGD']

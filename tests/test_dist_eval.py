@@ -3,23 +3,16 @@ import json
 import os
 import os.path as osp
 import pickle
-import socket
 import subprocess
 import sys
 
 import torch
 from mmengine.runner import Runner
 
-from crmt_mm.certification import estimate_tau
-from helpers import ROOT, tiny_config
+from crmt_mm.certification import estimate_tau_on_loader
+from helpers import ROOT, free_port, tiny_config
 
 NUM_TEST = 7  # odd: the second rank gets one padded sample
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def write_config(path, data_root, batch_size):
@@ -54,11 +47,8 @@ def test_ddp_robust_metrics_equal_single_process(avdigits_tiny, tmp_path):
     cfg = tiny_config('crmt_avdigits.py', avdigits_tiny, str(tmp_path))
     runner = Runner.from_cfg(cfg)
     model = runner.model.eval()
-    batches = (model.split_inputs(model.data_preprocessor(b, False)['inputs'])
-               for b in runner.train_dataloader)
-    model.tau.copy_(estimate_tau(model.modality_logits, batches,
-                                 model.modalities, model.num_classes,
-                                 max_batches=1)['tau'])
+    model.tau.copy_(estimate_tau_on_loader(
+        model, runner.train_dataloader, max_batches=1)['tau'])
     runner.save_checkpoint(str(tmp_path), 'ckpt.pth', save_optimizer=False,
                            save_param_scheduler=False)
     checkpoint = osp.join(str(tmp_path), 'ckpt.pth')

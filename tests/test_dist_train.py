@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 from crmt_mm.compat import safe_torch_load
-from helpers import ROOT
-from test_dist_eval import free_port
+from helpers import ROOT, free_port
 
 
 def write_config(path, data_root, work_dir):

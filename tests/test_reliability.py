@@ -28,9 +28,7 @@ from mmengine.runner.checkpoint import CheckpointLoader, save_checkpoint
 from crmt_mm.compat import TRUST_ENV, safe_torch_load
 from crmt_mm.engine.hooks.phase_switch_hook import unwrap
 from crmt_mm.models.recognizers.crmt_recognizer import NonFiniteLossError
-from helpers import ROOT, tiny_config
-from test_dist_eval import free_port
-from test_evaluation import load_tool
+from helpers import ROOT, free_port, load_tool, tiny_config
 
 TESTS = osp.dirname(osp.abspath(__file__))
 #: Epochs [0, SWITCH) are step 1, [SWITCH, MAX_EPOCHS) step 2.

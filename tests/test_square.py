@@ -115,5 +115,6 @@ def test_square_errors_and_description():
         A.Square(1.0, modality='audio', p_init=0.0)
     desc = A.Square(0.5, modality='audio', queries=100).describe()
     assert desc['name'] == 'square_audio@0.5'
-    assert desc['queries'] == 100 and desc['losses'] == ['margin']
-    assert 'last two axes' in desc['image_axes']
+    s = desc['settings']
+    assert s['queries'] == 100 and s['losses'] == ['margin']
+    assert 'last two axes' in s['image_axes']

@@ -92,7 +92,19 @@ def merge_args(cfg, args):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.load_from = args.checkpoint
+    add_progress_hook(cfg)
     return cfg
+
+
+def add_progress_hook(cfg):
+    """Batches done and ETA of the test pass (mmengine's LoggerHook prints
+    nothing before its interval); the robust loops print their own."""
+    loop = str((cfg.get('test_cfg') or {}).get('type', ''))
+    hooks = list(cfg.get('custom_hooks') or [])
+    if loop.startswith('Robust') or any(
+            h.get('type') == 'EvalProgressHook' for h in hooks):
+        return
+    cfg.custom_hooks = hooks + [dict(type='EvalProgressHook')]
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""Perturbations for robust evaluation (``crmt.md`` §10), in plain torch.
+"""Perturbations for robust evaluation (``docs/evaluation.md``), in plain torch.
 
 Every perturbation follows one contract (:class:`Perturbation`):
 ``perturb(forward, x, y, spaces)`` returns perturbed modality dicts and
@@ -15,7 +15,8 @@ the rest of ``crmt_mm`` (and without mmengine/mmaction).
 from .apgd import APGD
 from .autoattack import (EnsembleResult, MultiModalAutoAttack, SweepResult,
                          nested_sweep)
-from .base import InputSpace, Perturbation, UnknownModalityError
+from .base import (BUDGET_SPACE, DESCRIPTION_KEYS, InputSpace, Perturbation,
+                   UnknownModalityError, description)
 from .builder import PERTURBATION_TYPES, build_perturbations, check_modalities
 from .fgm import MultiModalFGM, PerModalityFGM, UniModalFGM
 from .balls import GRAD_NORM_GUARD, NORMS, L2Ball, LinfBall
@@ -28,7 +29,8 @@ from .square import Square
 from .worst_case import WorstCase
 
 __all__ = [
-    'InputSpace', 'Perturbation', 'UnknownModalityError', 'L2Ball',
+    'InputSpace', 'Perturbation', 'UnknownModalityError', 'description',
+    'DESCRIPTION_KEYS', 'BUDGET_SPACE', 'L2Ball',
     'L2GradientAttack', 'GRAD_NORM_GUARD', 'MultiModalFGM', 'UniModalFGM',
     'PerModalityFGM', 'MultiModalPGD', 'UniModalPGD', 'PerModalityPGD',
     'MissingModality', 'GaussianNoise', 'WorstCase', 'PERTURBATION_TYPES',

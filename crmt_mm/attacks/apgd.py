@@ -151,16 +151,14 @@ class APGD(BallAttack):
         self.rho, self.momentum = float(rho), float(momentum)
         self.checkpoints = checkpoints(self.steps)
 
-    def describe(self) -> dict:
-        desc = super().describe()
-        desc.update(
+    def settings(self) -> dict:
+        return dict(
             steps=self.steps, restarts=self.restarts, losses=[self.loss],
             targeted=self.loss == 'dlr-targeted',
             n_targets=self.n_targets if self.loss == 'dlr-targeted'
             else None, random_start=self.random_start,
             step_size='2 eps, halved at checkpoints', momentum=self.momentum,
             rho=self.rho, checkpoints=list(self.checkpoints))
-        return desc
 
     # ---- the attack -------------------------------------------------------
 

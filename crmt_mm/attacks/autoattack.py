@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from .apgd import APGD
-from .ball_attack import BUDGET_SPACE, BallAttack, per_modality_budgets
-from .base import ForwardFn, Perturbation, Spaces, check_labels, per_sample
+from .ball_attack import BallAttack, per_modality_budgets
+from .base import (BUDGET_SPACE, ForwardFn, Perturbation, Spaces, check_labels,
+                   description, per_sample)
 from .fgm import MultiModalFGM, PerModalityFGM, UniModalFGM
 from .pgd import MultiModalPGD, PerModalityPGD, UniModalPGD
 from .square import Square
@@ -257,28 +258,32 @@ class MultiModalAutoAttack(Perturbation):
             for k, v in sorted(args.items()))
 
     def describe(self) -> dict:
-        """The protocol, JSON-able: name, attack, version, norm, eps, budget
-        label, modalities, unit, space, clamp, seed, the members'
-        descriptions (steps, restarts, losses, ...), the schedule and
-        what is left out."""
+        """See :meth:`Perturbation.describe`: kind ``'aa-<version>'``, a
+        point of the curve ``aa-<version>_<label><suffix>`` when the budget
+        is a single ball; ``settings`` holds the norm, budget, unit, space,
+        clamp and seed, the members' own descriptions (steps, restarts,
+        losses, ...), the schedule and what is left out."""
         members = [m.describe() for m in self.members]
-        return dict(
-            name=self.name, attack=type(self).__name__,
-            kind=f'aa-{self.version}', version=self.version,
-            norm=self.norm, eps=self.eps, budget=self.label,
-            modalities=None if self.modalities is None
-            else list(self.modalities), unit=self.eps_unit,
-            space=BUDGET_SPACE[self.eps_unit], clamp=self._args['clamp'],
-            seed=self._args['seed'],
-            attacks=[m['name'] for m in members],
-            steps=[m.get('steps') for m in members],
-            restarts=[m.get('restarts') for m in members],
-            losses=[m['losses'][0] for m in members],
-            members=members,
-            schedule='members in order, each on the samples still robust '
-                     '(survivor-only); per-sample worst case',
-            not_included=None if self.version == 'reference' else
-            'FAB-T (part of AutoAttack standard) is not implemented')
+        suffix = self.members[0].name_suffix()
+        kind = f'aa-{self.version}'
+        single = self.label is not None
+        return description(
+            self, kind=kind, unit=self.eps_unit, label=self.label,
+            curve=f'{kind}_{self.label}{suffix}' if single else None,
+            budget=self.eps if single else None,
+            settings=dict(
+                version=self.version, norm=self.norm, eps=self.eps,
+                eps_unit=self.eps_unit, space=BUDGET_SPACE[self.eps_unit],
+                clamp=self._args['clamp'], seed=self._args['seed'],
+                attacks=[m['name'] for m in members],
+                steps=[m['settings'].get('steps') for m in members],
+                restarts=[m['settings'].get('restarts') for m in members],
+                losses=[m['settings']['losses'][0] for m in members],
+                members=members,
+                schedule='members in order, each on the samples still '
+                         'robust (survivor-only); per-sample worst case',
+                not_included=None if self.version == 'reference' else
+                'FAB-T (part of AutoAttack standard) is not implemented'))
 
     # ---- running ----------------------------------------------------------
 

@@ -24,18 +24,12 @@ import torch
 from torch import Tensor
 
 from .balls import BALLS, check_norm
-from .base import (ForwardFn, Perturbation, Spaces, check_labels,
-                   check_nonneg, format_value, per_sample, require_modalities,
-                   space_of, unique)
+from .base import (BUDGET_SPACE, ForwardFn, Perturbation, Spaces,
+                   check_labels, check_nonneg, description, format_value, norm_suffix,
+                   per_sample, require_modalities, space_of, unique)
 
 EPS_UNITS = ('normalized', 'raw')
 
-#: Where budgets are measured, for reports.
-BUDGET_SPACE = {
-    'normalized': 'normalised input space (after the data preprocessor)',
-    'raw': 'raw input units (before normalisation, e.g. 0..255 pixels); '
-           'the attack optimises u = delta * std',
-}
 
 
 def as_names(modalities) -> Sequence[str]:
@@ -316,8 +310,7 @@ class BallAttack(Perturbation):
     def name_suffix(self) -> str:
         """``'_linf'`` for L∞ then ``'_raw'`` for raw units (L2 names are
         unchanged from the original protocol)."""
-        return ('_linf' if self.norm == 'Linf' else '') + \
-            ('_raw' if self.eps_unit == 'raw' else '')
+        return norm_suffix(self.norm, self.eps_unit)
 
     def default_name(self) -> str:
         if self.label is not None:
@@ -353,21 +346,29 @@ class BallAttack(Perturbation):
         return new
 
     def describe(self) -> dict:
-        """JSON-able protocol of this attack, for reports.
+        """See :meth:`Perturbation.describe`; one ball is a curve point.
 
-        Keys: ``name``, ``attack`` (class), ``kind``, ``norm``, ``eps``
-        (float or per-modality dict), ``budget`` (label: a modality,
-        ``'joint'``, or None for per-modality), ``modalities`` (None = all),
-        ``unit``, ``space``, ``clamp``, ``seed``, plus the attack's own
-        settings (steps, restarts, losses, ...).
+        ``kind`` is the name prefix (``'pgd'``, ``'apgd-ce'``, ...); the
+        curve of a single-ball attack is ``<kind>_<label><suffix>`` at
+        abscissa ``budget = eps``. ``settings`` holds ``norm``, ``eps``
+        (float or per-modality dict), ``eps_unit``, ``space``, ``clamp`` and
+        ``seed``; subclasses add their own (steps, restarts, losses, ...)
+        with :meth:`settings`.
         """
-        return dict(name=self.name, attack=type(self).__name__,
-                    kind=self.kind, norm=self.norm, eps=self.eps,
-                    budget=self.label,
-                    modalities=None if self.modalities is None
-                    else list(self.modalities),
-                    unit=self.eps_unit, space=BUDGET_SPACE[self.eps_unit],
-                    clamp=self.clamp, seed=self.seed)
+        curve = budget = None
+        if self.label is not None:
+            curve = f'{self.kind}_{self.label}{self.name_suffix()}'
+            budget = self.eps
+        return description(
+            self, kind=self.kind, unit=self.eps_unit, label=self.label,
+            curve=curve, budget=budget, settings=dict(
+                dict(norm=self.norm, eps=self.eps, eps_unit=self.eps_unit,
+                     space=BUDGET_SPACE[self.eps_unit], clamp=self.clamp,
+                     seed=self.seed), **self.settings()))
+
+    def settings(self) -> dict:
+        """The attack's own reproducibility settings for :meth:`describe`."""
+        return {}
 
     # ---- running ----------------------------------------------------------
 

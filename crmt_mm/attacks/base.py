@@ -2,7 +2,8 @@
 
 Everything in :mod:`crmt_mm.attacks` is plain torch (no mmengine or mmaction
 import) so that the attacks can be tested, reused and reasoned about without
-the framework. The evaluation protocol they implement is ``crmt.md`` §10.
+the framework. The evaluation protocol they implement is described in
+``docs/evaluation.md``.
 """
 from __future__ import annotations
 
@@ -100,6 +101,20 @@ def check_modality_name(value, what: str = 'modality') -> str:
     return value
 
 
+#: Human-readable space of each budget unit, logged with every result.
+BUDGET_SPACE = {
+    'normalized': 'normalised input space (after the data preprocessor); '
+                  "L2 budgets are per-sample norms over each modality's "
+                  'whole tensor, Linf budgets per-element bounds',
+    'raw': 'raw input units (before normalisation, e.g. 0..255 pixels); '
+           'the attack optimises u = delta * std',
+}
+
+#: Keys of :meth:`Perturbation.describe` (``docs/design.md``).
+DESCRIPTION_KEYS = ('name', 'type', 'kind', 'modalities', 'label', 'curve',
+                    'budget', 'unit', 'settings')
+
+
 def format_value(v: float) -> str:
     """Budget as it appears in names: ``repr`` of the float (``0.5``, ``1.0``).
 
@@ -127,7 +142,7 @@ class InputSpace:
     """How one modality's normalised tensor relates to its raw values.
 
     The model sees ``x = (raw - mean) / std``; the attacks work on ``x``
-    (budgets in the normalised space, ``crmt.md`` §10) and use this
+    (budgets in the normalised space, ``docs/evaluation.md``) and use this
     description to clamp to the valid raw range and, with
     ``eps_unit='raw'``, to measure budgets in raw units.
 
@@ -286,8 +301,75 @@ class Perturbation:
         """
         return forward(self.perturb(forward, x, y, spaces))
 
+    def describe(self) -> dict:
+        """JSON-able description, logged with the result of this perturbation.
+
+        The robust evaluation reports it as is and groups results into
+        accuracy-vs-budget curves with it. Keys (:data:`DESCRIPTION_KEYS`,
+        plus ``group`` when there is a curve):
+
+        * ``name``: the result key, e.g. ``'pgd_audio@0.5'``;
+        * ``type``: the class name, e.g. ``'UniModalPGD'``;
+        * ``kind``: ``'pgd'``, ``'fgm'``, ``'missing'``, ``'noise'``,
+          ``'worst'`` or any other string for a new family (``'other'`` by
+          default); only ``'fgm'``/``'pgd'``/``'worst'`` with a normalised
+          budget feed the default certified radii and the certificate check;
+        * ``modalities``: list of perturbed modalities (None = every one);
+        * ``label``: the budget target in names, e.g. ``'audio'``,
+          ``'joint'``, ``'all'`` (None if none);
+        * ``curve``: the accuracy-vs-budget curve it is a point of, e.g.
+          ``'pgd_audio'`` (None if none), at abscissa ``budget`` (eps or
+          sigma, a float) in ``unit`` (``'normalized'``, ``'raw'`` or None);
+        * ``group``: the plot panel, the single perturbed modality or
+          ``'joint'`` (only with a curve);
+        * ``settings``: everything else needed to reproduce it (eps,
+          steps, step size, random start, restarts, seed, clamp, space,
+          ...); for L2 attacks ``settings['eps']`` is the budget (a float or
+          ``{modality: eps}``).
+
+        Subclasses override it and build the dict with :func:`description`;
+        this default describes an unknown kind by its ``repr``.
+        """
+        return description(self, settings=dict(repr=repr(self)))
+
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name={self.name!r})'
+
+
+def budget_norm(desc: dict) -> Optional[str]:
+    """Threat model of a :meth:`Perturbation.describe` dict: ``'L2'`` or
+    ``'Linf'`` for a budgeted attack (``settings['norm']``), else None."""
+    return desc['settings'].get('norm') if desc['settings'].get(
+        'eps') is not None or desc['kind'] == 'worst' else None
+
+
+def norm_suffix(norm: Optional[str], unit: Optional[str]) -> str:
+    """Name suffix of a budget: ``'_linf'`` for L-inf, then ``'_raw'`` for
+    raw units (L2 in normalised units has none)."""
+    return ('_linf' if norm == 'Linf' else '') + \
+        ('_raw' if unit == 'raw' else '')
+
+
+def description(p: Perturbation, **fields) -> dict:
+    """The :meth:`Perturbation.describe` dict of ``p`` with ``fields`` set.
+
+    Fills ``name``, ``type`` and ``modalities`` from ``p``, every other key
+    of :data:`DESCRIPTION_KEYS` with its empty value, and ``group`` (the
+    plot panel) when ``curve`` is set.
+    """
+    unknown = sorted(set(fields) - set(DESCRIPTION_KEYS))
+    if unknown:
+        raise ValueError(f'unknown description keys {unknown}; accepted: '
+                         f'{list(DESCRIPTION_KEYS)}')
+    desc = dict(name=p.name, type=type(p).__name__, kind='other',
+                modalities=None if p.modalities is None
+                else list(p.modalities), label=None, curve=None,
+                budget=None, unit=None, settings={})
+    desc.update(fields)
+    if desc['curve'] is not None:
+        mods = desc['modalities']
+        desc['group'] = mods[0] if mods and len(mods) == 1 else 'joint'
+    return desc
 
 
 def unique(values: Sequence[str], what: str) -> Tuple[str, ...]:

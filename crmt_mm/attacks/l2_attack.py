@@ -125,16 +125,15 @@ class L2GradientAttack(BallAttack):
                                                        self.balls)]
         return new
 
-    def describe(self) -> dict:
-        desc = super().describe()
-        desc.update(
+    def settings(self) -> dict:
+        return dict(
             steps=self.steps,
             step_size=[b[2] for b in self.balls]
             if len(self.balls) > 1 else self.balls[0][2],
             random_start=self.random_start, restarts=self.restarts,
             seed=self.seed if self.random_start else None,
-            losses=['ce'], targeted=False)
-        return desc
+            losses=['ce'], targeted=False,
+            loss='cross-entropy on fused logits, untargeted')
 
     # ---- the attack -------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Missing-modality evaluation (``crmt.md`` §10, "Missing modality")."""
+"""Missing-modality evaluation (``docs/evaluation.md``, "Honest labelling")."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import (ForwardFn, Perturbation, Spaces, check_labels,
-                   check_modality_name, require_modalities)
+                   check_modality_name, description, require_modalities)
 
 MODES = ('input', 'feature')
 
@@ -57,6 +57,13 @@ class MissingModality(Perturbation):
     def default_name(self) -> str:
         suffix = '_feat' if self.mode == 'feature' else ''
         return f'missing_{self.modality}{suffix}'
+
+    def describe(self) -> dict:
+        """See :meth:`Perturbation.describe` (kind ``'missing'``)."""
+        return description(self, kind='missing', settings=dict(
+            mode=self.mode, fill='0 in the normalised space (dataset mean)'
+            if self.mode == 'input' else 'features zeroed (a^(m) z^(m) '
+            'removed, bias kept)'))
 
     def perturb(self, forward: ForwardFn, x: Dict[str, Tensor], y: Tensor,
                 spaces: Spaces = None) -> Dict[str, Tensor]:

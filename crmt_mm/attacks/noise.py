@@ -1,4 +1,4 @@
-"""Gaussian-noise evaluation (``crmt.md`` §10, a crmt_mm extension)."""
+"""Gaussian-noise evaluation (a crmt_mm extension, ``docs/evaluation.md``)."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -6,9 +6,9 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .base import (ForwardFn, Perturbation, Spaces, check_labels,
-                   check_modality_name, check_nonneg, format_value,
-                   require_modalities, space_of)
+from .base import (BUDGET_SPACE, ForwardFn, Perturbation, Spaces,
+                   check_labels, check_modality_name, check_nonneg,
+                   description, format_value, require_modalities, space_of)
 
 
 class GaussianNoise(Perturbation):
@@ -61,6 +61,16 @@ class GaussianNoise(Perturbation):
     def default_name(self) -> str:
         target = self.modality if self.modality is not None else 'all'
         return f'noise_{target}@{format_value(self.sigma)}'
+
+    def describe(self) -> dict:
+        """See :meth:`Perturbation.describe`: a point of ``noise_<m>`` at
+        ``budget = sigma``."""
+        target = self.modality if self.modality is not None else 'all'
+        return description(
+            self, kind='noise', label=target, curve=f'noise_{target}',
+            budget=self.sigma, unit='normalized', settings=dict(
+                sigma=self.sigma, seed=self.seed, clamp=self.clamp,
+                space=BUDGET_SPACE['normalized']))
 
     def perturb(self, forward: ForwardFn, x: Dict[str, Tensor], y: Tensor,
                 spaces: Spaces = None) -> Dict[str, Tensor]:

@@ -143,14 +143,12 @@ class Square(BallAttack):
             raise ValueError(f'p_init must be in (0, 1], got {p_init!r}')
         self.p_init = float(p_init)
 
-    def describe(self) -> dict:
-        desc = super().describe()
-        desc.update(queries=self.queries, p_init=self.p_init,
+    def settings(self) -> dict:
+        return dict(queries=self.queries, p_init=self.p_init,
                     losses=['margin'], targeted=False, steps=None,
                     restarts=1, image_axes='last two axes (H x W, F x M); '
                     'window shared over leading axes, values per channel '
                     'and frame')
-        return desc
 
     # ---- random draws (whole batch, then indexed) -------------------------
 

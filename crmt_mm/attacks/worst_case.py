@@ -1,4 +1,5 @@
-"""Per-sample worst case over several perturbations (``crmt.md`` §10)."""
+"""Per-sample worst case over several perturbations
+(``docs/evaluation.md``)."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -6,7 +7,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .base import ForwardFn, Perturbation, Spaces, per_sample
+from .base import (ForwardFn, Perturbation, Spaces, budget_norm, description,
+                   norm_suffix, per_sample)
 
 
 class WorstCase(Perturbation):
@@ -69,6 +71,23 @@ class WorstCase(Perturbation):
         if len(suffixes) == 1 and all('_' in n for n in names):
             return f'worst_{suffixes.pop()}'
         return 'worst[' + ','.join(names) + ']'
+
+    def describe(self) -> dict:
+        """See :meth:`Perturbation.describe`; a curve point only when every
+        member is a budgeted attack of one norm at one budget."""
+        members = [m.describe() for m in self.perturbations]
+        settings = dict(members=[m['name'] for m in members],
+                        rule='robust only if correct under every member')
+        fields = dict(kind='worst', settings=settings)
+        points = {(m['label'], m['budget'], m['unit'], budget_norm(m))
+                  for m in members}
+        if len(points) == 1 and None not in next(iter(points))[:2] and \
+                next(iter(points))[3] is not None:
+            label, budget, unit, norm = points.pop()
+            settings['norm'] = norm
+            fields.update(label=label, budget=budget, unit=unit,
+                          curve=f'worst_{label}{norm_suffix(norm, unit)}')
+        return description(self, **fields)
 
     def perturb(self, forward: ForwardFn, x: Dict[str, Tensor], y: Tensor,
                 spaces: Spaces = None) -> Dict[str, Tensor]:

@@ -9,6 +9,7 @@ the gradient is constant and the estimate is exact.
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
@@ -71,3 +72,49 @@ def estimate_tau(unimodal_logits: Callable[[Dict[str, Tensor]],
         raise ValueError('estimate_tau got no batches: the data loader is '
                          'empty (check the dataset and max_batches).')
     return dict(tau=tau.detach().float(), num_samples=num_samples)
+
+
+def estimate_tau_on_loader(model, loader: Iterable,
+                           max_batches: Optional[int] = None,
+                           class_chunk: Optional[int] = None,
+                           logger=None) -> Dict[str, object]:
+    """tau of ``model`` on a data loader, the same on every rank.
+
+    Every batch goes through ``model.batch_to_modalities`` (preprocessing
+    and the modality split), then :func:`estimate_tau`. The caller puts the
+    model in eval mode (BatchNorm running statistics; no sample coupling).
+    Under ``torch.distributed`` the per-rank estimates are all-reduced with
+    MAX and the sample counts with SUM.
+
+    Args:
+        model: provides ``batch_to_modalities``, ``modality_logits``,
+            ``modalities`` and ``num_classes``.
+        loader (Iterable): raw batches (an mmengine dataloader).
+        max_batches (int, optional): at most this many batches per rank.
+            Defaults to None (all).
+        class_chunk (int, optional): classes per vector-Jacobian batch, a
+            memory/speed setting that does not change the result; this
+            version takes one class at a time. Defaults to None.
+        logger (optional): gets one line when done. Defaults to None.
+
+    Returns:
+        dict: ``tau`` [M, K] on the model's device (all-reduced MAX) and
+        ``num_samples`` (int, summed over ranks).
+    """
+    if class_chunk is not None and (isinstance(class_chunk, bool) or
+                                    not isinstance(class_chunk, int) or
+                                    class_chunk < 1):
+        raise ValueError(f'class_chunk must be None or an int >= 1, got '
+                         f'{class_chunk!r}')
+    batches = (model.batch_to_modalities(batch)[0] for batch in loader)
+    result = estimate_tau(model.modality_logits, batches, model.modalities,
+                          model.num_classes, max_batches=max_batches)
+    device = next(iter(model.parameters())).device
+    tau = result['tau'].to(device)
+    count = torch.tensor(float(result['num_samples']), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tau, op=dist.ReduceOp.MAX)
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+    if logger is not None:
+        logger.info(f'tau estimated on {int(count)} samples')
+    return dict(tau=tau, num_samples=int(count))

@@ -1,10 +1,13 @@
 """Robustness reports: JSON, a markdown table and accuracy-vs-budget plots.
 
-One evaluation (:class:`~crmt_mm.evaluation.RobustAccMetric`'s ``report``)
-is written by :func:`write_report`; several runs (e.g. JT vs CRMT) are put
-side by side by :func:`compare_reports` (``tools/robustness_report.py``).
-Both use the same :func:`render_markdown` and :func:`plot_curves`, so a
-single run is simply a comparison of one.
+The one owner of the report: :func:`build_report` lays out one evaluation
+from its per-sample records, the perturbations' descriptions, the protocol
+metadata of the driver (model, tau provenance, clamp ranges, timings) and
+the training-progress tag; :func:`write_report` writes it as JSON, markdown
+and PNG. Several runs (e.g. JT vs CRMT) are put side by side by
+:func:`compare_reports` (``tools/robustness_report.py``). Both use the same
+:func:`render_markdown` and :func:`plot_curves`, so a single run is simply a
+comparison of one.
 
 Plots use matplotlib's object-oriented API with the Agg canvas (no pyplot),
 so writing a report never changes the caller's matplotlib backend.
@@ -15,13 +18,70 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
-from .metrics.robust_acc_metric import REPORT_FORMAT
+from .summary import scalars, summarize
+
+#: Version tag of the report layout (``robustness.json``).
+REPORT_FORMAT = 'crmt_mm.robustness/1'
 
 #: Line style per curve kind; colours tell the runs apart.
 LINE_STYLES = {'pgd': '-', 'fgm': '--', 'worst': '-.', 'noise': ':',
                'certified': (0, (1, 1))}
 MARKERS = {'pgd': 'o', 'fgm': 's', 'worst': 'v', 'noise': 'd',
            'certified': 'x'}
+
+
+def build_report(records: List[dict], descriptions: List[dict],
+                 protocol: dict, progress: Optional[str] = None,
+                 groups: Sequence[dict] = (),
+                 prefix: Optional[str] = 'robust') -> dict:
+    """The report of one evaluation (the ``robustness.json`` layout).
+
+    Args:
+        records (list[dict]): every sample's robust record, in dataset
+            order (``RobustAccMetric.records`` after ``evaluate``).
+        descriptions (list[dict]): ``describe()`` of each perturbation.
+        protocol (dict): from ``RobustEvaluator.protocol()``: ``run``
+            (stage, model, head, checkpoint, config, work_dir, world_size,
+            seconds_per_batch_rank0), ``modalities``, ``clamp_ranges`` and
+            ``certification`` (status, label, radii, tau provenance).
+        progress (str, optional): training progress of this evaluation,
+            e.g. ``'epoch_3'``. Defaults to None (outside training).
+        groups (Sequence[dict]): worst-case groups
+            (``RobustAccMetric.groups``). Defaults to ().
+        prefix (str, optional): metric-name prefix, as the metric's.
+            Defaults to ``'robust'``.
+
+    Returns:
+        dict: ``format``, ``run``, ``clamp_ranges``, ``perturbations``,
+        ``worst_case``, ``curves``, ``certification``, ``metrics``.
+    """
+    cert = dict(protocol['certification'])
+    summary = summarize(records, list(descriptions), list(groups),
+                        protocol['modalities'],
+                        cert['radii'] if cert['status'] == 'on' else None)
+    run = {k: v for k, v in protocol['run'].items()
+           if k != 'seconds_per_batch_rank0'}
+    run.update(progress=progress, num_samples=summary['num_samples'],
+               metric_prefix=prefix)
+    if not records:
+        run['status'] = 'no samples'
+    if 'seconds_per_batch_rank0' in protocol['run']:
+        run['seconds_per_batch_rank0'] = \
+            protocol['run']['seconds_per_batch_rank0']
+    if summary['certification'] is not None:
+        section = summary['certification']
+        cert.update(certified=section['certified'],
+                    radius_median=section['radius_median'],
+                    radius_units='normalised input space, L2',
+                    violations=section['violations'])
+    metrics = scalars(summary)
+    return dict(format=REPORT_FORMAT, run=run,
+                clamp_ranges=protocol.get('clamp_ranges'),
+                perturbations=summary['perturbations'],
+                worst_case=summary['worst_case'], curves=summary['curves'],
+                certification=cert,
+                metrics={f'{prefix}/{k}' if prefix else k: v
+                         for k, v in metrics.items()})
 
 
 def load_report(path: str) -> dict:

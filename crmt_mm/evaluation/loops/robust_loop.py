@@ -2,196 +2,47 @@
 
 mmengine's ``ValLoop``/``TestLoop`` run every batch under ``torch.no_grad``
 and only call ``val_step``/``test_step``. The robust loops keep that clean
-pass (so ``AccMetric`` and any other metric see the usual predictions) and,
-on the same preprocessed batch, evaluate every configured perturbation and
-the certified radii on the unwrapped model in eval mode. One record per
-sample is attached to the data samples and consumed by
-:class:`~crmt_mm.evaluation.metrics.RobustAccMetric` (``crmt.md`` §10,
-``openmmlab.md`` §3.7).
+pass (so ``AccMetric`` and any other metric see the usual predictions) and
+hand each batch to a :class:`~crmt_mm.evaluation.RobustEvaluator`, which
+adds every configured perturbation and the certified radii on the
+unwrapped model in eval mode. The loops only decide when the robust part
+runs, feed the evaluator, and pass its records and protocol to the report
+builder (``docs/evaluation.md``).
 """
-import contextlib
-import math
-import numbers
 import os.path as osp
-import time
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
 from mmaction.registry import LOOPS
-from mmengine.dist import all_reduce, is_main_process
-from mmengine.runner import EpochBasedTrainLoop, Runner, TestLoop, ValLoop
-from mmengine.runner.amp import autocast
-from torch import Tensor, nn
+from mmengine.dist import is_main_process
+from mmengine.runner import EpochBasedTrainLoop, TestLoop, ValLoop
 
-from crmt_mm.attacks import (Perturbation, build_perturbations,
-                             check_modalities)
-from crmt_mm.certification import (certified_radius, estimate_tau,
-                                   modality_radii)
 from crmt_mm.engine.hooks.phase_switch_hook import unwrap
 from crmt_mm.utils import reject_unknown_keys
-from ..describe import describe_perturbation
-from ..metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
-from ..report import write_report
-
-#: Methods and attributes of the recognizer contract (``docs/design.md``).
-MODEL_CONTRACT = ('modalities', 'split_inputs', 'fused_logits',
-                  'modality_logits', 'unimodal_logits', 'labels_of',
-                  'input_spaces', 'integration_weights', 'bias', 'tau')
-TAU_SOURCES = ('model', 'estimate')
-CERTIFY_KEYS = ('radii', 'tau_source', 'tau_data', 'tau_max_batches')
-CERTIFICATE_LABEL = (
-    'empirical: tau is the largest input-gradient norm of each uni-modal '
-    'logit over finitely many samples, a lower estimate of the Lipschitz '
-    'constant, so radii and certified accuracies are estimates, not '
-    'guarantees (crmt.md §7)')
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for the block; every submodule's flag restored afterwards.
-
-    Restoring the exact per-module flags (rather than calling
-    ``model.train(previous)``) keeps deliberately mixed states, e.g. the
-    phase-2 recognizer whose encoders stay in eval mode during training.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
-@contextlib.contextmanager
-def capture_features(model: nn.Module, enabled: bool = True):
-    """Keep every modality encoder's output ``{m: [B, D_m]}`` while the
-    block runs (forward hooks, removed afterwards).
-
-    The certified radius needs the uni-modal logits of the clean batch,
-    which the clean ``predict`` forward already computes; capturing its
-    features saves a second encoder pass (only the linear head is re-run).
-    Yields an empty dict when disabled or the model has no ``encoders``.
-    """
-    feats: Dict[str, Tensor] = {}
-    encoders = getattr(model, 'encoders', {}) if enabled else {}
-    handles = [
-        encoder.register_forward_hook(
-            lambda module, args, out, name=name: feats.__setitem__(name, out))
-        for name, encoder in encoders.items()
-    ]
-    try:
-        yield feats
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _check_certify(certify: Optional[dict],
-                   descriptions: List[dict]) -> Optional[dict]:
-    """Validate ``certify`` and fill its defaults (None = off).
-
-    The default radii are 0 plus every attack budget in the normalised space
-    (``descriptions`` of the perturbations), so CA(R) can be read next to
-    the attack accuracy at eps = R.
-    """
-    if certify is None:
-        return None
-    if not isinstance(certify, dict):
-        raise ValueError(f'certify must be a dict or None, got {certify!r}')
-    unknown = sorted(set(certify) - set(CERTIFY_KEYS))
-    if unknown:
-        raise ValueError(f'certify: unknown keys {unknown}; accepted: '
-                         f'{list(CERTIFY_KEYS)}')
-    cfg = dict(radii=None, tau_source='model', tau_data='train',
-               tau_max_batches=None)
-    cfg.update(certify)
-    radii = cfg['radii']
-    if radii is None:
-        radii = [0.0] + [d['budget'] for d in descriptions
-                         if d['kind'] in ('fgm', 'pgd', 'worst') and
-                         d['unit'] == 'normalized' and
-                         d['budget'] is not None]
-    else:
-        if not isinstance(radii, (list, tuple)) or not radii:
-            raise ValueError('certify.radii must be a non-empty list of '
-                             f'radii >= 0, got {radii!r}')
-        for r in radii:
-            if isinstance(r, bool) or not isinstance(r, numbers.Real) \
-                    or not math.isfinite(r) or r < 0:
-                raise ValueError(f'certify.radii: {r!r} is not a finite '
-                                 'number >= 0')
-    cfg['radii'] = sorted({float(r) for r in radii})
-    if cfg['tau_source'] not in TAU_SOURCES:
-        raise ValueError(f'certify.tau_source must be one of {TAU_SOURCES}, '
-                         f'got {cfg["tau_source"]!r}')
-    if cfg['tau_data'] not in ('train', 'self') and \
-            not isinstance(cfg['tau_data'], dict):
-        raise ValueError("certify.tau_data must be 'train', 'self' or a "
-                         f'dataloader config dict, got {cfg["tau_data"]!r}')
-    limit = cfg['tau_max_batches']
-    if limit is not None and (isinstance(limit, bool) or
-                              not isinstance(limit, int) or limit < 1):
-        raise ValueError('certify.tau_max_batches must be None or an int '
-                         f'>= 1, got {limit!r}')
-    return cfg
+from ..metrics.robust_acc_metric import RobustAccMetric
+from ..report import build_report, write_report
+from ..robust_evaluator import (RobustEvaluator, check_tau_data,
+                                resolve_tau_loader)
 
 
 class RobustLoopMixin:
     """Robust evaluation shared by :class:`RobustValLoop` and
     :class:`RobustTestLoop`; they differ only in ``_stage`` and when the
-    robust part is due.
-
-    Per batch (when the robust part is due): preprocess once; the clean
-    ``predict`` forward (its data samples go to every metric, its fused
-    score gives the clean prediction of the robust record, its encoder
-    features the certified radii, so only the linear head is re-run); then
-    every perturbation's ``predict(model.fused_logits, x, y, spaces)``.
-    Perturbations enable gradients themselves (w.r.t. inputs only) and are
-    called under ``no_grad``, so the final forward of each attack builds no
-    graph: an L2 PGD of k steps costs k forward+backward passes plus one
-    forward, on top of the one clean forward.
-    """
+    robust part is due."""
 
     _stage: str
 
     def _init_robust(self, perturbations, certify, report_dir,
                      log_interval) -> None:
-        model = unwrap(self.runner.model)
-        missing = [k for k in MODEL_CONTRACT if not hasattr(model, k)]
-        if missing:
-            raise TypeError(
-                f'{type(self).__name__} needs the crmt_mm recognizer '
-                f'contract (docs/design.md); {type(model).__name__} lacks '
-                f'{missing}')
-        if isinstance(log_interval, bool) or not isinstance(
-                log_interval, int) or log_interval < 1:
-            raise ValueError(
-                f'log_interval must be an int >= 1, got {log_interval!r}')
-        self.perturbations = build_perturbations(list(perturbations))
-        check_modalities(self.perturbations, model.modalities)
-        descriptions = [describe_perturbation(p) for p in self.perturbations]
-        self.certify = _check_certify(certify, descriptions)
-        if not self.perturbations and self.certify is None:
-            raise ValueError(
-                f'{type(self).__name__} has nothing to evaluate: give '
-                '`perturbations` and/or `certify` (or use the plain '
-                f'{self._stage.capitalize()}Loop)')
-        if self.certify is not None and self.certify['tau_data'] == 'train' \
-                and self.certify['tau_source'] == 'estimate' \
-                and self.runner.cfg.get('train_dataloader') is None:
-            raise ValueError(
-                "certify.tau_data='train' needs `train_dataloader` in the "
-                "config; use tau_data='self' (this loop's data) or a "
-                'dataloader config dict')
+        self.robust = RobustEvaluator(
+            unwrap(self.runner.model), perturbations, certify,
+            stage=self._stage, fp16=self.fp16, log_interval=log_interval,
+            logger=self.runner.logger, who=type(self).__name__)
+        check_tau_data(self.runner, self.robust.certify)
         self.report_dir = report_dir
-        self.log_interval = log_interval
         self.metric = self._robust_metric()
-        self.metric.bind(descriptions, model.modalities,
-                         self.certify['radii'] if self.certify else None)
+        self.robust.bind(self.metric)
         self._robust_now = False
         self._tau_loader = None
-        self._tau_skip_logged = False
 
     def _robust_metric(self) -> RobustAccMetric:
         """The evaluator's :class:`RobustAccMetric`, added if absent."""
@@ -210,7 +61,7 @@ class RobustLoopMixin:
             'default arguments')
         return metric
 
-    # ---- one evaluation --------------------------------------------------
+    # ---- when --------------------------------------------------------------
 
     def _robust_due(self) -> bool:
         return True
@@ -222,260 +73,60 @@ class RobustLoopMixin:
     def _report_subdir(self) -> str:
         return ''
 
+    # ---- one evaluation ----------------------------------------------------
+
     def run(self) -> dict:
         """Clean evaluation plus, when due, the robust part and the report."""
         self._robust_now = self._robust_due()
         if not self._robust_now:
-            self.metric.begin(None)
+            self.metric.begin(False)
             return super().run()
-        self._begin_robust()
+        tau_loader, tau_data = None, 'certify.tau_data'
+        if self.robust.needs_tau_data:
+            tau_loader, tau_data = self._tau_data()
+        runner = self.runner
+        self.robust.begin(len(self.dataloader), tau_loader, tau_data,
+                          run_info=dict(checkpoint=runner.cfg.get('load_from'),
+                                        config=runner.cfg.filename,
+                                        work_dir=runner.work_dir,
+                                        world_size=runner.world_size))
+        self.metric.begin(True, self.robust.certified)
         metrics = super().run()
-        self._end_robust()
+        protocol = self.robust.end()
+        if is_main_process() and self.metric.records is not None:
+            report = build_report(self.metric.records,
+                                  self.metric.perturbations, protocol,
+                                  progress=self._progress_tag(),
+                                  groups=self.metric.groups,
+                                  prefix=self.metric.prefix)
+            out_dir = osp.join(self.report_dir or runner.work_dir,
+                               self._report_subdir())
+            paths = write_report(report, out_dir)
+            runner.logger.info(
+                f'robustness report: {", ".join(paths.values())}')
         return metrics
 
-    def _begin_robust(self) -> None:
-        model = unwrap(self.runner.model)
-        self._spaces = model.input_spaces()
-        self._tau, certification = self._prepare_tau(model)
-        self._correct = {name: 0 for name in
-                         ['clean'] + [p.name for p in self.perturbations]}
-        self._seconds = {name: 0.0 for name in self._correct}
-        self._seconds['certify'] = 0.0
-        self._seen = 0
-        self._failed: Dict[str, str] = {}
-        names = ', '.join(p.name for p in self.perturbations) or 'none'
-        self.runner.logger.info(
-            f'robust {self._stage}: {len(self.dataloader)} batches x '
-            f'{len(self.perturbations)} perturbations ({names}); '
-            f'certification: {certification["status"]}')
-        self.metric.begin(dict(
-            stage=self._stage, certification=certification,
-            clamp_ranges=self._clamp_ranges(),
-            model=type(model).__name__,
-            head=type(getattr(model, 'head', None)).__name__,
-            checkpoint=self.runner.cfg.get('load_from'),
-            config=self.runner.cfg.filename,
-            work_dir=self.runner.work_dir,
-            world_size=self.runner.world_size,
-            progress=self._progress_tag()))
+    def _tau_data(self):
+        """The tau loader (the train loader is built once and kept)."""
+        if self.robust.certify['tau_data'] == 'self':
+            return resolve_tau_loader(self.runner, self.robust.certify,
+                                      self.dataloader, self._stage)
+        if self._tau_loader is None:
+            self._tau_loader = resolve_tau_loader(
+                self.runner, self.robust.certify, self.dataloader,
+                self._stage)
+        return self._tau_loader
 
-    def _end_robust(self) -> None:
-        if self._failed:
-            self.runner.logger.warning(
-                f'robust {self._stage}: perturbations failed and are '
-                f'reported as failed: {sorted(self._failed)}')
-        if not is_main_process() or self.metric.report is None:
-            return
-        report = self.metric.report
-        report['run']['seconds_per_batch_rank0'] = {
-            k: v / max(len(self.dataloader), 1)
-            for k, v in self._seconds.items()}
-        out_dir = osp.join(self.report_dir or self.runner.work_dir,
-                           self._report_subdir())
-        paths = write_report(report, out_dir)
-        self.runner.logger.info(
-            f'robustness report: {", ".join(paths.values())}')
-
-    def _clamp_ranges(self) -> Dict[str, Optional[List[float]]]:
-        """Valid raw range each modality is clamped to (None: never)."""
-        return {m: None if space is None or not space.bounded else
-                [None if v is None else v.tolist()
-                 for v in (space.lo, space.hi)]
-                for m, space in self._spaces.items()}
-
-    # ---- tau -------------------------------------------------------------
-
-    def _prepare_tau(self, model):
-        """The tau used for certification and its provenance."""
-        if self.certify is None:
-            return None, dict(status='off')
-        if self.certify['tau_source'] == 'model':
-            tau = model.tau.detach().clone()
-            if not bool((tau > 0).any()):
-                if not self._tau_skip_logged:
-                    self.runner.logger.warning(
-                        f'certification skipped: {type(model).__name__} has '
-                        "no Lipschitz estimates (its 'tau' buffer is all "
-                        'zeros, e.g. a JT model or a phase-1 checkpoint); '
-                        "set certify.tau_source='estimate' to estimate tau "
-                        'at evaluation time')
-                    self._tau_skip_logged = True
-                return None, dict(
-                    status='skipped', reason="the model's tau buffer is all "
-                    'zeros (never estimated)')
-            provenance = dict(
-                source='model', note="the model's tau buffer, normally "
-                'written by CRMTPhaseSwitchHook at the switch to phase 2 '
-                '(training data, eval mode, input gradients, max over '
-                'ranks)')
-        else:
-            tau, provenance = self._estimate_tau(model)
-        return tau, dict(status='on', label=CERTIFICATE_LABEL,
-                         radii=self.certify['radii'], competitor='min',
-                         weights='|a| (valid for any sign of a)',
-                         tau=dict(provenance, values=tau.tolist(),
-                                  modalities=list(model.modalities)))
-
-    def _estimate_tau(self, model):
-        spec = self.certify['tau_data']
-        if spec == 'self':
-            loader, data = self.dataloader, f'the {self._stage} dataloader'
-        else:
-            if self._tau_loader is None:
-                cfg = self.runner.cfg.train_dataloader if spec == 'train' \
-                    else spec
-                self._tau_loader = Runner.build_dataloader(
-                    cfg, seed=self.runner.seed)
-            loader = self._tau_loader
-            data = 'train_dataloader' if spec == 'train' else \
-                'certify.tau_data'
-        start = time.perf_counter()
-        self.runner.logger.info(
-            f'certification: estimating tau on {data} (max_batches='
-            f'{self.certify["tau_max_batches"]}, '
-            "certify.tau_source='estimate')")
-        with eval_mode(model):
-            batches = (model.split_inputs(
-                model.data_preprocessor(batch, False)['inputs'])
-                for batch in loader)
-            result = estimate_tau(model.modality_logits, batches,
-                                  model.modalities, model.num_classes,
-                                  max_batches=self.certify['tau_max_batches'])
-        tau = result['tau'].to(model.tau.device)
-        # Each rank saw its shard: the global max, and the total count.
-        all_reduce(tau, op='max')
-        count = torch.tensor(float(result['num_samples']))
-        all_reduce(count, op='sum')
-        seconds = time.perf_counter() - start
-        self.runner.logger.info(
-            f'certification: tau ESTIMATED AT EVALUATION TIME on '
-            f'{int(count)} samples in {seconds:.1f}s')
-        return tau, dict(
-            source='estimated at evaluation time', data=data,
-            num_samples=int(count),
-            max_batches=self.certify['tau_max_batches'],
-            mode='eval (BatchNorm running statistics), input gradients, '
-            'max over samples and ranks', seconds=seconds)
-
-    # ---- one batch -------------------------------------------------------
-
-    @torch.no_grad()
     def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
         """Clean step, plus perturbations and certificates when due."""
         if not self._robust_now:
             return super().run_iter(idx, data_batch)
         self.runner.call_hook(f'before_{self._stage}_iter', batch_idx=idx,
                               data_batch=data_batch)
-        model = unwrap(self.runner.model)
-        with eval_mode(model):
-            outputs = self._robust_step(model, data_batch)
+        outputs = self.robust.process(data_batch)
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook(f'after_{self._stage}_iter', batch_idx=idx,
                               data_batch=data_batch, outputs=outputs)
-        if (idx + 1) % self.log_interval == 0 or \
-                idx + 1 == len(self.dataloader):
-            self._log_progress(idx)
-
-    def _robust_step(self, model, data_batch) -> list:
-        start = time.perf_counter()
-        # One preprocessing for the clean pass and every perturbation; the
-        # clean pass is what ``test_step`` would run (preprocess + predict).
-        data = model.data_preprocessor(data_batch, False)
-        with autocast(enabled=self.fp16), capture_features(
-                model, enabled=self._tau is not None) as feats:
-            outputs = model(**data, mode='predict')
-        x = model.split_inputs(data['inputs'])
-        y = model.labels_of(outputs)
-        preds = {'clean': torch.stack([_fused_score(s) for s in outputs])
-                 .argmax(1)}
-        self._seconds['clean'] += time.perf_counter() - start
-        for p in self.perturbations:
-            preds[p.name] = self._predict(p, model, x, y)
-        radii = {} if self._tau is None else self._radii(model, x, y, feats)
-        self._attach_records(outputs, y.tolist(), {
-            k: None if v is None else v.tolist() for k, v in preds.items()
-        }, radii)
-        return outputs
-
-    def _attach_records(self, outputs, labels: List[int],
-                        preds: Dict[str, Optional[List[int]]],
-                        radii: Dict[str, list]) -> None:
-        """One plain-Python record per sample, for RobustAccMetric."""
-        failed = dict(self._failed)
-        for i, sample in enumerate(outputs):
-            record = dict(label=labels[i],
-                          preds={k: None if v is None else v[i]
-                                 for k, v in preds.items()},
-                          **{k: v[i] for k, v in radii.items()})
-            if failed:
-                record['failed'] = failed
-            sample.set_field(record, RECORD_FIELD)
-        self._seen += len(labels)
-        for name, pred in preds.items():
-            if pred is not None:
-                self._correct[name] += sum(
-                    int(p == t) for p, t in zip(pred, labels))
-
-    def _predict(self, p: Perturbation, model, x, y) -> Optional[Tensor]:
-        """Predicted classes [B] under ``p``; None once ``p`` has failed.
-
-        A failing perturbation is logged with its traceback, skipped for
-        the rest of the evaluation (a partial accuracy would be misleading)
-        and reported as failed; the others go on.
-        """
-        if p.name in self._failed:
-            return None
-        start = time.perf_counter()
-        try:
-            pred = p.predict(model.fused_logits, x, y, self._spaces).argmax(1)
-        except Exception as err:  # noqa: BLE001 (reported, not swallowed)
-            self._failed[p.name] = f'{type(err).__name__}: {err}'
-            self.runner.logger.error(
-                f'robust {self._stage}: perturbation {p.name!r} failed and '
-                'is skipped from here on (reported as failed); the other '
-                'perturbations continue', exc_info=True)
-            return None
-        finally:
-            self._seconds[p.name] += time.perf_counter() - start
-        return pred
-
-    def _radii(self, model, x, y, feats) -> Dict[str, list]:
-        """Joint radius r(x) and per-modality r^(m)(x), with |a|, from the
-        clean pass's features (a fresh forward if they were not captured)."""
-        start = time.perf_counter()
-        logits = model.unimodal_logits(feats) \
-            if set(feats) == set(model.modalities) \
-            else model.modality_logits(x)
-        z = torch.stack([logits[m] for m in model.modalities])
-        a, b = model.integration_weights(), model.bias
-        joint = certified_radius(z, a, b, self._tau, y, 'min', True)
-        per_modality = modality_radii(z, a, b, self._tau, y, 'min')
-        self._seconds['certify'] += time.perf_counter() - start
-        return dict(radius=joint.tolist(), modality_radii=[
-            dict(zip(model.modalities, values))
-            for values in per_modality.T.tolist()])
-
-    def _log_progress(self, idx: int) -> None:
-        batches = idx + 1
-        parts = []
-        for name, correct in self._correct.items():
-            if name in self._failed:
-                parts.append(f'{name} FAILED')
-                continue
-            parts.append(f'{name} {correct / max(self._seen, 1):.3f} '
-                         f'({self._seconds[name] / batches:.2f}s/batch)')
-        if self._tau is not None:
-            parts.append(
-                f'certify {self._seconds["certify"] / batches:.2f}s/batch')
-        self.runner.logger.info(
-            f'robust {self._stage} [{batches}/{len(self.dataloader)}] '
-            f'accuracy on this rank so far: ' + ' | '.join(parts))
-
-
-def _fused_score(sample) -> Tensor:
-    """Fused class scores [K] of one predicted data sample."""
-    score = sample.pred_score
-    return score['fused'] if isinstance(score, dict) else score
 
 
 @LOOPS.register_module()
@@ -485,11 +136,18 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
 
     Every batch goes through the usual clean ``predict`` (for ``AccMetric``
     and the other metrics), then through each perturbation and the
-    certified-radius computation on the unwrapped model in eval mode; one
-    record per sample goes to :class:`RobustAccMetric` (added to the
-    evaluator if absent). At the end ``robustness.json``, ``robustness.md``
-    and ``robustness.png`` are written to ``report_dir`` (default: the work
-    dir) by the main process.
+    certified-radius computation (:class:`RobustEvaluator`) on the
+    unwrapped model in eval mode; one record per sample goes to
+    :class:`RobustAccMetric` (added to the evaluator if absent). At the end
+    the main process writes ``robustness.json``, ``robustness.md`` and
+    ``robustness.png`` to ``report_dir`` (default: the work dir) with
+    :func:`~crmt_mm.evaluation.report.build_report`.
+
+    The model needs only the attack contract of
+    :mod:`crmt_mm.evaluation.contract` (``modalities``,
+    ``batch_to_modalities``, ``fused_logits``, optional ``input_spaces``);
+    certification also needs ``modality_logits``, ``integration_weights``,
+    ``bias``, ``num_classes`` and (``tau_source='model'``) ``tau``.
 
     Note:
         * Budgets are per-sample L2 norms in the normalised input space
@@ -521,8 +179,9 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
             ``tau_max_batches`` (int; default None = all). Defaults to None.
         report_dir (str, optional): where the report goes. Defaults to None
             (the work dir).
-        log_interval (int): a progress line every this many batches.
-            Defaults to 10.
+        log_interval (int, optional): a progress line (with ETA) every this
+            many batches. Defaults to None (about ten lines per pass, and
+            at least one every 30 s).
         fp16 (bool): autocast the clean pass. Defaults to False.
 
     Example:
@@ -542,7 +201,8 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
     def __init__(self, runner, dataloader, evaluator,
                  perturbations: Sequence[dict] = (),
                  certify: Optional[dict] = None,
-                 report_dir: Optional[str] = None, log_interval: int = 10,
+                 report_dir: Optional[str] = None,
+                 log_interval: Optional[int] = None,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         self._init_robust(perturbations, certify, report_dir, log_interval)
@@ -574,8 +234,8 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
         interval (int): robust part every this many epochs (iterations).
             Defaults to 1.
         report_dir (str, optional): Defaults to None (the work dir).
-        log_interval (int): progress line every this many batches.
-            Defaults to 10.
+        log_interval (int, optional): as in :class:`RobustTestLoop`.
+            Defaults to None.
         fp16 (bool): autocast the clean pass. Defaults to False.
 
     Example:
@@ -590,7 +250,8 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
     def __init__(self, runner, dataloader, evaluator,
                  perturbations: Sequence[dict] = (),
                  certify: Optional[dict] = None, interval: int = 1,
-                 report_dir: Optional[str] = None, log_interval: int = 10,
+                 report_dir: Optional[str] = None,
+                 log_interval: Optional[int] = None,
                  fp16: bool = False) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if isinstance(interval, bool) or not isinstance(interval, int) \

@@ -12,6 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from crmt_mm.attacks import InputSpace, MultiModalPGD
 from crmt_mm.certification import certified_radius
 from crmt_mm.utils import reject_unknown_keys
+from .input_spaces import preprocessor_input_spaces
 from .modality_encoder import ModalityEncoder
 from .stock_branch import with_stock_preprocessors
 
@@ -270,24 +271,10 @@ class CRMTRecognizer(BaseModel):
 
     def input_spaces(self) -> Dict[str, Optional[InputSpace]]:
         """Raw-unit statistics and valid range of every modality's input."""
-        spaces = {}
-        preprocessors = getattr(self.data_preprocessor, 'preprocessors', {})
-        for name, encoder in self.encoders.items():
-            pre = preprocessors[encoder.input_key] \
-                if encoder.input_key in preprocessors else None
-            normalised = pre is not None and getattr(pre, '_enable_normalize',
-                                                     False)
-            default = (0.0, 255.0) if normalised else None
-            bounds = self.input_ranges.get(name, default)
-            if bounds is None and not normalised:
-                spaces[name] = None
-                continue
-            spaces[name] = InputSpace(
-                mean=pre.mean if normalised else None,
-                std=pre.std if normalised else None,
-                lo=None if bounds is None else bounds[0],
-                hi=None if bounds is None else bounds[1])
-        return spaces
+        return preprocessor_input_spaces(
+            self.data_preprocessor,
+            {m: e.input_key for m, e in self.encoders.items()},
+            self.input_ranges)
 
     def certified_radius(self, x: Mapping[str, Tensor], labels: Tensor
                          ) -> Tensor:
@@ -324,6 +311,33 @@ class CRMTRecognizer(BaseModel):
                 f'{labels[bad].tolist()[:5]}. Check the annotation file and '
                 "the head's num_classes.")
         return labels.to(self.tau.device)
+
+    def batch_to_modalities(self, data_batch, training: bool = False,
+                            preprocessed: bool = False):
+        """A dataloader batch -> ``({modality: Tensor}, labels, samples)``.
+
+        The one conversion used by the evaluation, tau estimation and
+        the cached phase 2: the data preprocessor, :meth:`split_inputs`
+        (checked shapes and finite values) and :meth:`labels_of`.
+
+        Args:
+            data_batch (dict): a collated batch, or with ``preprocessed``
+                the data preprocessor's output for it.
+            training (bool): preprocessing in training mode (augmenting
+                preprocessors). Defaults to False.
+            preprocessed (bool): ``data_batch`` is already preprocessed
+                (the evaluation reuses the clean pass's preprocessing).
+                Defaults to False.
+
+        Returns:
+            tuple: ``x`` ``{modality: [B, N, ...]}`` (normalised), labels
+            LongTensor ``[B]`` and the data samples.
+        """
+        data = data_batch if preprocessed else \
+            self.data_preprocessor(data_batch, training)
+        samples = data['data_samples']
+        return (self.split_inputs(data['inputs'], samples),
+                self.labels_of(samples), samples)
 
     def predict(self, inputs, data_samples) -> List:
         """Fused and per-modality scores into ``pred_score`` (a dict)."""

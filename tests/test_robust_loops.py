@@ -1,31 +1,20 @@
-"""Robust evaluation loops, RobustAccMetric and reports through the Runner."""
-import glob
-import importlib.util
-import json
+"""RobustTestLoop / RobustValLoop through the Runner: metrics, reports,
+config errors, tau on demand, failures and the validation schedule."""
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from crmt_mm.attacks import PERTURBATION_TYPES, Perturbation, UniModalPGD
-from crmt_mm.certification import certified_radius, estimate_tau
-from crmt_mm.evaluation import RobustAccMetric, compare_reports, load_report
-from crmt_mm.evaluation.loops.robust_loop import eval_mode
-from helpers import ROOT, tiny_config
-
-ATTACKS = [
-    dict(type='UniModalPGD', modality='audio', eps=[0.5, 1.0]),
-    dict(type='UniModalFGM', modality='audio', eps=[0.5, 1.0]),
-    dict(type='MultiModalPGD', eps=100.0),
-    dict(type='MissingModality', modality='visual'),
-    dict(type='MissingModality', modality='audio', mode='feature'),
-    dict(type='GaussianNoise', modality='audio', sigma=0.1),
-]
-RADII = [0, 0.1, 0.5]
+from crmt_mm.certification import certified_radius
+from crmt_mm.evaluation import load_report
+from crmt_mm.evaluation.model_state import eval_mode
+from helpers import tiny_config
+from helpers_eval import (ATTACKS, RADII, log_text, robust_runner,
+                          save_tau_checkpoint)
 
 
 @pytest.fixture(scope='module')
@@ -34,51 +23,8 @@ def checkpoint(avdigits_tiny, tmp_path_factory):
     training data (as the phase switch would). A few epochs on 30 clips do
     not beat it, and it gets 1 of the 7 test clips right, so the attack
     checks below are not vacuous."""
-    work = str(tmp_path_factory.mktemp('robust_ckpt'))
-    runner = Runner.from_cfg(
-        tiny_config('crmt_avdigits.py', avdigits_tiny, work))
-    model = runner.model.eval()
-    batches = (model.split_inputs(model.data_preprocessor(b, False)['inputs'])
-               for b in runner.train_dataloader)
-    tau = estimate_tau(model.modality_logits, batches, model.modalities,
-                       model.num_classes)['tau']
-    model.tau.copy_(tau)
-    runner.save_checkpoint(work, 'crmt_tau.pth', save_optimizer=False,
-                           save_param_scheduler=False)
-    return osp.join(work, 'crmt_tau.pth')
-
-
-def robust_runner(root, work_dir, perturbations, certify=None,
-                  config='crmt_avdigits.py', indices=7, batch_size=3,
-                  evaluator=None, **loop):
-    """A Runner whose test loop is a RobustTestLoop on ``indices`` clips."""
-    cfg = tiny_config(config, root, str(work_dir))
-    cfg.test_dataloader.dataset.indices = indices
-    if indices == 0:
-        # mmengine can neither serialise nor round up an empty data list.
-        cfg.test_dataloader.dataset.serialize_data = False
-        cfg.test_dataloader.sampler.round_up = False
-    cfg.test_dataloader.batch_size = batch_size
-    cfg.test_cfg = dict(dict(type='RobustTestLoop', log_interval=1),
-                        perturbations=perturbations, certify=certify, **loop)
-    cfg.test_evaluator = evaluator or [dict(type='AccMetric'),
-                                       dict(type='RobustAccMetric',
-                                            worst_case='auto')]
-    return Runner.from_cfg(cfg)
-
-
-def load_tool(name):
-    """Import ``tools/<name>.py`` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        f'crmt_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def log_text(runner):
-    return ''.join(open(p).read()
-                   for p in glob.glob(osp.join(runner.log_dir, '*.log')))
+    return save_tau_checkpoint(
+        avdigits_tiny, str(tmp_path_factory.mktemp('robust_ckpt')))
 
 
 def test_robust_test_loop(avdigits_tiny, checkpoint, tmp_path):
@@ -138,9 +84,7 @@ def test_robust_test_loop(avdigits_tiny, checkpoint, tmp_path):
     attack = UniModalPGD('audio', eps=0.5)
     with eval_mode(model), torch.no_grad():
         for batch in runner.test_dataloader:
-            data = model.data_preprocessor(batch, False)
-            x = model.split_inputs(data['inputs'])
-            y = model.labels_of(data['data_samples'])
+            x, y, _ = model.batch_to_modalities(batch)
             z = model.modality_logits(x)
             correct['clean'] += int((model.fuse(z).argmax(1) == y).sum())
             correct['feat'] += int((model.fuse(z, drop=('audio',))
@@ -210,8 +154,6 @@ def test_bad_loop_and_metric_arguments(avdigits_tiny, tmp_path):
         dict(type='MissingModality', modality='audio')])
     with pytest.raises(ValueError, match='interval must be an int >= 1'):
         Runner.from_cfg(cfg).val()
-    with pytest.raises(ValueError, match='worst_case'):
-        RobustAccMetric(worst_case='all')
     runner = robust_runner(
         avdigits_tiny, tmp_path,
         [dict(type='UniModalPGD', modality='audio', eps=0.5)],
@@ -339,120 +281,3 @@ class RecordMetrics(Hook):
 
     def after_val_epoch(self, runner, metrics=None):
         self.seen.append(dict(metrics))
-
-
-def test_eval_mode_restores_every_flag_on_error():
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1),
-                                torch.nn.BatchNorm2d(1))
-    model.train()
-    model[1].eval()
-    with pytest.raises(RuntimeError), eval_mode(model):
-        assert not any(m.training for m in model.modules())
-        raise RuntimeError
-    assert [m.training for m in model.modules()] == [True, True, False]
-
-
-def records(labels, **preds):
-    return [dict(label=t, preds={k: v[i] for k, v in preds.items()})
-            for i, t in enumerate(labels)]
-
-
-def desc(name, kind, budget=None, label='audio', unit='normalized'):
-    return dict(name=name, type='T', kind=kind, modalities=['audio'],
-                label=label, budget=budget, unit=unit,
-                curve=f'{kind}_{label}' if budget is not None else None,
-                group='audio', settings=dict(eps=budget))
-
-
-def test_metric_curves_worst_case_and_failures():
-    metric = RobustAccMetric(worst_case='auto')
-    metric.bind([desc('pgd_audio@0.5', 'pgd', 0.5),
-                 desc('pgd_audio@1.0', 'pgd', 1.0),
-                 desc('fgm_audio@0.5', 'fgm', 0.5),
-                 desc('missing_audio', 'missing')], ('visual', 'audio'),
-                None)
-    metric.begin(dict(stage='test', certification=dict(status='off')))
-    results = records([0, 1, 2, 3],
-                      clean=[0, 1, 2, 0],
-                      **{'pgd_audio@0.5': [0, 1, 0, 0],
-                         'pgd_audio@1.0': [0, 0, 0, 0],
-                         'fgm_audio@0.5': [0, 0, 2, 0],
-                         'missing_audio': [0, 1, None, None]})
-    results[2]['failed'] = {'missing_audio': 'ValueError: x'}
-    metrics = metric.compute_metrics(results)
-    assert RobustAccMetric().evaluate(4) == {}  # without a robust loop
-    assert metrics['clean'] == 0.75
-    assert metrics['pgd_audio@0.5'] == 0.5
-    assert metrics['worst_audio@0.5'] == 0.25  # only sample 0 survives both
-    # Trapezoid over (0, .75), (.5, .5), (1, .25), divided by 1.
-    assert metrics['auc_pgd_audio'] == pytest.approx(0.5)
-    assert 'auc_fgm_audio' not in metrics  # one budget is not a curve
-    assert 'missing_audio' not in metrics
-    entry = metric.report['perturbations'][3]
-    assert (entry['status'], entry['error']) == ('failed', 'ValueError: x')
-    assert metric.compute_metrics([]) == {}
-
-    with pytest.raises(ValueError, match='clashes'):
-        metric.bind([desc('clean', 'pgd', 0.5)], ('audio',), None)
-
-
-def test_metric_certificate_violations():
-    metric = RobustAccMetric()
-    metric.bind([desc('pgd_audio@0.5', 'pgd', 0.5)], ('audio',), [0.0, 0.5])
-    metric.begin(dict(stage='test', certification=dict(status='on')))
-    results = records([0, 0, 0], clean=[0, 0, 1],
-                      **{'pgd_audio@0.5': [0, 1, 1]})
-    # Sample 1 is certified at 0.6 > 0.5 for audio, yet the attack broke it.
-    for r, (joint, audio) in zip(results, [(0.2, 0.7), (0.3, 0.6),
-                                           (-1.0, -1.0)]):
-        r.update(radius=joint, modality_radii=dict(audio=audio))
-    metrics = metric.compute_metrics(results)
-    assert metrics['cert_violations'] == 1
-    assert metrics['certified@0.0'] == pytest.approx(2 / 3)
-    assert metrics['certified_audio@0.5'] == pytest.approx(2 / 3)
-    assert metrics['radius_median'] == pytest.approx(0.25)
-
-
-def test_compare_reports_tool(tmp_path):
-    metric = RobustAccMetric()
-    metric.bind([desc('pgd_audio@0.5', 'pgd', 0.5),
-                 desc('pgd_audio@1.0', 'pgd', 1.0)], ('audio',), None)
-    paths = []
-    for name, hits in (('jt', [0, 1, 1]), ('crmt', [0, 0, 1])):
-        metric.begin(dict(stage='test', work_dir=name,
-                          certification=dict(status='off')))
-        metric.compute_metrics(records(
-            [0, 0, 0], clean=[0, 0, 0],
-            **{'pgd_audio@0.5': hits, 'pgd_audio@1.0': [1, 1, 1]}))
-        path = tmp_path / f'{name}.json'
-        path.write_text(json.dumps(metric.report))
-        paths.append(str(path))
-    out = str(tmp_path / 'cmp')
-    load_tool('robustness_report').main(
-        paths + ['--labels', 'JT', 'CRMT', '--out', out])
-    table = (tmp_path / 'cmp' / 'robustness_compare.md').read_text()
-    assert '| metric | JT | CRMT |' in table
-    assert '| robust/pgd_audio@0.5 | 0.3333 | 0.6667 |' in table
-    assert (tmp_path / 'cmp' / 'robustness_compare.png').stat().st_size > 0
-    with pytest.raises(ValueError, match='labels'):
-        compare_reports(paths, ['JT'], str(tmp_path))
-
-
-def test_test_tool_merges_arguments_like_mmaction2():
-    tool = load_tool('test')
-    args = tool.parse_args([
-        'configs/x.py', 'ckpt.pth', '--dump', 'out.pkl', '--show-dir', 'vis',
-        '--cfg-options', 'test_dataloader.batch_size=2'])
-    cfg = Config(dict(test_evaluator=dict(type='AccMetric'),
-                      test_dataloader=dict(batch_size=8),
-                      default_hooks=dict()))
-    with pytest.warns(UserWarning, match='--show/--show-dir ignored'):
-        cfg = tool.merge_args(cfg, args)
-    assert cfg.test_evaluator == [
-        dict(type='AccMetric'),
-        dict(type='DumpResults', out_file_path='out.pkl')]
-    assert cfg.test_dataloader.batch_size == 2
-    assert (cfg.load_from, cfg.launcher) == ('ckpt.pth', 'none')
-    assert cfg.work_dir == osp.join('./work_dirs', 'x')
-    with pytest.raises(ValueError, match='.pkl'):
-        tool.merge_args(cfg, tool.parse_args(['x.py', 'c', '--dump', 'a']))

@@ -1,0 +1,136 @@
+"""No behaviour change: the robust evaluation of a fixed tiny AV-Digits
+model gives the numbers of the code before the evaluation refactor
+(commit 53c5b58, computed once with that code on the same seeded data,
+model and perturbations)."""
+import pytest
+from mmengine.runner import Runner
+
+from crmt_mm.certification import estimate_tau_on_loader
+from helpers import tiny_config
+
+ATTACKS = [
+    dict(type='UniModalPGD', modality='audio', eps=[0.5, 1.0]),
+    dict(type='UniModalFGM', modality='audio', eps=[0.5, 1.0]),
+    dict(type='MultiModalPGD', eps=[1.0, 2.0]),
+    dict(type='PerModalityPGD', eps=dict(visual=0.5, audio=0.5)),
+    dict(type='UniModalPGD', modality='visual', eps=2.0, eps_unit='raw'),
+    dict(type='MissingModality', modality='visual'),
+    dict(type='MissingModality', modality='audio', mode='feature'),
+    dict(type='GaussianNoise', modality='audio', sigma=[0.1, 0.5]),
+    dict(type='WorstCase', modality='visual', eps=1.0),
+]
+
+#: robustness.json ``metrics`` of the pre-refactor code, CRMT model with
+#: tau estimated on the training data, certify=dict(radii=[0, 0.1, 0.5]).
+CRMT_REFERENCE = {
+    'robust/clean': 0.14285714285714285,
+    'robust/pgd_audio@0.5': 0.14285714285714285,
+    'robust/pgd_audio@1.0': 0.14285714285714285,
+    'robust/fgm_audio@0.5': 0.14285714285714285,
+    'robust/fgm_audio@1.0': 0.14285714285714285,
+    'robust/pgd_joint@1.0': 0.14285714285714285,
+    'robust/pgd_joint@2.0': 0.14285714285714285,
+    'robust/pgd_visual@0.5+audio@0.5': 0.14285714285714285,
+    'robust/pgd_visual@2.0_raw': 0.14285714285714285,
+    'robust/missing_visual': 0.14285714285714285,
+    'robust/missing_audio_feat': 0.14285714285714285,
+    'robust/noise_audio@0.1': 0.14285714285714285,
+    'robust/noise_audio@0.5': 0.14285714285714285,
+    'robust/worst_visual@1.0': 0.14285714285714285,
+    'robust/worst_audio@0.5': 0.14285714285714285,
+    'robust/worst_audio@1.0': 0.14285714285714285,
+    'robust/auc_pgd_audio': 0.14285714285714285,
+    'robust/auc_fgm_audio': 0.14285714285714285,
+    'robust/auc_pgd_joint': 0.14285714285714285,
+    'robust/auc_noise_audio': 0.14285714285714285,
+    'robust/auc_worst_audio': 0.14285714285714285,
+    'robust/certified@0.0': 0.14285714285714285,
+    'robust/certified@0.1': 0.14285714285714285,
+    'robust/certified@0.5': 0.14285714285714285,
+    'robust/radius_median': 1.4927972555160522,
+    'robust/certified_visual@0.0': 0.14285714285714285,
+    'robust/certified_visual@0.1': 0.14285714285714285,
+    'robust/certified_visual@0.5': 0.14285714285714285,
+    'robust/radius_median_visual': 1.8786603212356567,
+    'robust/certified_audio@0.0': 0.14285714285714285,
+    'robust/certified_audio@0.1': 0.14285714285714285,
+    'robust/certified_audio@0.5': 0.14285714285714285,
+    'robust/radius_median_audio': 2.4588024616241455,
+    'robust/cert_violations': 0,
+}
+#: The same for the JT model, certify=dict(tau_source='estimate',
+#: tau_max_batches=2) (tau estimated by the loop on 16 training clips).
+JT_REFERENCE = {
+    'robust/clean': 0.14285714285714285,
+    'robust/pgd_audio@0.5': 0.14285714285714285,
+    'robust/pgd_audio@1.0': 0.14285714285714285,
+    'robust/fgm_audio@0.5': 0.14285714285714285,
+    'robust/fgm_audio@1.0': 0.14285714285714285,
+    'robust/pgd_joint@1.0': 0.14285714285714285,
+    'robust/pgd_joint@2.0': 0.14285714285714285,
+    'robust/pgd_visual@0.5+audio@0.5': 0.14285714285714285,
+    'robust/pgd_visual@2.0_raw': 0.14285714285714285,
+    'robust/missing_visual': 0.14285714285714285,
+    'robust/missing_audio_feat': 0.14285714285714285,
+    'robust/noise_audio@0.1': 0.2857142857142857,
+    'robust/noise_audio@0.5': 0.14285714285714285,
+    'robust/worst_visual@1.0': 0.14285714285714285,
+    'robust/worst_audio@0.5': 0.14285714285714285,
+    'robust/worst_audio@1.0': 0.14285714285714285,
+    'robust/auc_pgd_audio': 0.14285714285714285,
+    'robust/auc_fgm_audio': 0.14285714285714285,
+    'robust/auc_pgd_joint': 0.14285714285714285,
+    'robust/auc_noise_audio': 0.2142857142857143,
+    'robust/auc_worst_audio': 0.14285714285714285,
+    'robust/certified@0.0': 0.14285714285714285,
+    'robust/certified@0.5': 0.14285714285714285,
+    'robust/certified@1.0': 0.14285714285714285,
+    'robust/certified@2.0': 0.0,
+    'robust/radius_median': 1.5089975595474243,
+    'robust/certified_visual@0.0': 0.14285714285714285,
+    'robust/certified_visual@0.5': 0.14285714285714285,
+    'robust/certified_visual@1.0': 0.14285714285714285,
+    'robust/certified_visual@2.0': 0.0,
+    'robust/radius_median_visual': 1.9308644533157349,
+    'robust/certified_audio@0.0': 0.14285714285714285,
+    'robust/certified_audio@0.5': 0.14285714285714285,
+    'robust/certified_audio@1.0': 0.14285714285714285,
+    'robust/certified_audio@2.0': 0.14285714285714285,
+    'robust/radius_median_audio': 2.4187004566192627,
+    'robust/cert_violations': 0,
+}
+
+
+def evaluate(root, work, config, certify, with_tau):
+    cfg = tiny_config(config, root, str(work))
+    cfg.test_dataloader.dataset.indices = 7
+    cfg.test_dataloader.batch_size = 3
+    cfg.test_cfg = dict(type='RobustTestLoop', perturbations=ATTACKS,
+                        certify=certify)
+    cfg.test_evaluator = [dict(type='AccMetric'),
+                          dict(type='RobustAccMetric', worst_case='auto')]
+    runner = Runner.from_cfg(cfg)
+    if with_tau:
+        model = runner.model.eval()
+        model.tau.copy_(estimate_tau_on_loader(
+            model, runner.train_dataloader)['tau'])
+    return {k: v for k, v in runner.test().items()
+            if k.startswith('robust/')}
+
+
+def check(metrics, reference):
+    assert list(metrics) == list(reference)  # same keys, same order
+    for key, value in reference.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_crmt_numbers_unchanged(avdigits_tiny, tmp_path):
+    check(evaluate(avdigits_tiny, tmp_path, 'crmt_avdigits.py',
+                   dict(radii=[0, 0.1, 0.5]), True), CRMT_REFERENCE)
+
+
+@pytest.mark.slow
+def test_jt_numbers_unchanged(avdigits_tiny, tmp_path):
+    check(evaluate(avdigits_tiny, tmp_path, 'jt_avdigits.py',
+                   dict(tau_source='estimate', tau_max_batches=2), False),
+          JT_REFERENCE)
