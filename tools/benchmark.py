@@ -71,7 +71,10 @@ def build_model(kind: str, head: str, variant: str = 'JT', rho: float = 2.0):
     if head == 'concat':
         model_cfg.head = dict(type='ConcatHead', num_classes=num_classes)
         rho = 0.0
-    model_cfg.loss.update(variant=variant, rho=rho, at_steps=AT_STEPS)
+    model_cfg.loss.update(rho=rho)
+    if variant == 'AT':  # the CRMT-AT configs' attack, AT_STEPS steps
+        model_cfg.train_perturbation = dict(type='MultiModalPGD', eps=0.1,
+                                            steps=AT_STEPS)
     torch.manual_seed(0)
     return MODELS.build(model_cfg).to(DEVICE)
 
