@@ -390,7 +390,7 @@ def _ks_format_fixture(root: str, clips: int) -> dict:
 
 def bench_loader(batch, train_samples_per_s, ks_clips=96):
     """Loader samples/s against the model's training samples/s."""
-    from crmt_mm.datasets.avdigits import prepare_avdigits
+    from crmt_mm.data_prep.avdigits import prepare_avdigits
     root = osp.join(tempfile.gettempdir(), 'crmt_bench_avdigits')
     prepare_avdigits(root, seed=0)
     rate, workers = _loader_rate('configs/crmt_avdigits.py', dict(
