@@ -77,7 +77,8 @@ def test_switch_sets_phase_tau_freezing_groups_and_forgets_step1_logs(
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {'head.integration'}
     assert not any(m.training for m in model.encoders.modules())
-    assert float(model.head.integration.detach().min()) >= 0  # a_constraint clamp
+    # a_constraint='clamp'
+    assert float(model.head.integration.detach().min()) >= 0
     optimizer = runner.optim_wrapper.optimizer
     for group in a_groups(runner):
         assert group['lr'] == pytest.approx(0.3 * BASE_LR)
@@ -147,7 +148,8 @@ def test_after_train_iter_clamps_a_in_phase2_only(runner_and_hook):
     with torch.no_grad():
         model.head.integration[0, 0] = -1.0
     hook.after_train_iter(runner, 0)
-    assert float(model.head.integration.detach()[0, 0]) == -1.0  # step 1: untouched
+    # step 1: untouched
+    assert float(model.head.integration.detach()[0, 0]) == -1.0
     model.phase.fill_(2)
     hook.after_train_iter(runner, 0)
     assert float(model.head.integration.detach()[0, 0]) == 0.0

@@ -74,7 +74,8 @@ def test_losses_equal_the_pre_change_variants(name):
     x, y = fixed_batch()
     torch.manual_seed(2)
     losses = model._phase1_loss(x, y)
-    got = {k: float(v.detach()) for k, v in losses.items() if k.startswith('loss')}
+    got = {k: float(v.detach()) for k, v in losses.items()
+           if k.startswith('loss')}
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert running_sum(model) == pytest.approx(stats, rel=1e-6)
 

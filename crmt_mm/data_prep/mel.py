@@ -10,9 +10,9 @@ written by HTK). Kaldi writes the same scale as ``1127 ln(1 + f / 700)``:
 the two differ by the constant factor ``2595 / (1127 ln 10) = 0.999995``,
 and every use here is invariant to such a factor (bin edges equally spaced
 in mel, mapped back to Hz; comparisons of mels with mels), so Kaldi's bins
-are located exactly up to float64 rounding. The HTK constants are kept because the AV-Digits
-files are bit-for-bit the same as those of earlier crmt_mm versions only
-with the rounding of this formula.
+are located exactly up to float64 rounding. The HTK constants are kept
+because the AV-Digits files are bit-for-bit the same as those of earlier
+crmt_mm versions only with the rounding of this formula.
 """
 import numpy as np
 

@@ -37,8 +37,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from crmt_mm.data_prep.avdigits import (DEFAULT_BANK_PATH,  # noqa: E402
-                                       MULAW_MU, SAMPLE_RATE,
-                                       WINDOW_SAMPLES, WORDS, mulaw_encode)
+                                        MULAW_MU, SAMPLE_RATE,
+                                        WINDOW_SAMPLES, WORDS, mulaw_encode)
 
 #: eSpeak NG accents that work with the formant synthesiser (no MBROLA).
 ACCENTS = ('en-gb', 'en-us', 'en-gb-scotland', 'en-gb-x-gbclan',

@@ -68,7 +68,7 @@ from extraction import (FRAME_TMPL, ClipResult, VideoError,  # noqa: E402
                         write_lists)
 
 from crmt_mm.data_prep.fbank import (NUM_FRAMES, NUM_MEL_BINS,  # noqa: E402
-                                    SAMPLE_RATE, crmt_audio_feature)
+                                     SAMPLE_RATE, crmt_audio_feature)
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.flv')
 #: Split -> [(clip_id, label token)], tokens still strings.

@@ -32,10 +32,10 @@ class CRMTRecognizer(BaseModel):
     :class:`ModalityEncoder`), a fusion head (:class:`CRMTHead` or the JT
     baseline :class:`ConcatHead`) combines them. Phase 1 minimises the
     configured :class:`CRMTMarginLoss` on the training inputs, perturbed
-    in training mode by the optional ``train_perturbation``; phase 2 (switched on by
-    :class:`CRMTPhaseSwitchHook`) trains only the integration weights ``a``
-    to maximise the certified radius r(x) with the encoders frozen in eval
-    mode.
+    in training mode by the optional ``train_perturbation``; phase 2
+    (switched on by :class:`CRMTPhaseSwitchHook`) trains only the
+    integration weights ``a`` to maximise the certified radius r(x) with
+    the encoders frozen in eval mode.
 
     Note:
         ``phase`` (1 or 2) and ``tau`` ([M, K], the per-modality, per-class
