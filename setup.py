@@ -9,7 +9,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['crmt_mm', 'crmt_mm.*']),
-    package_data={'crmt_mm': ['datasets/assets/*']},
+    package_data={'crmt_mm': ['data_prep/assets/*']},
     install_requires=[
         'torch==2.13.0',
         'mmengine==0.10.7',

@@ -1,4 +1,4 @@
 # CRMT-Mix on Kinetics-Sounds: mixup (alpha 1.0, one lambda per batch) with
-# the intended mixup margin (crmt.md §5).
+# the intended mixup margin (docs/method.md).
 _base_ = ['./crmt_ks.py']
-model = dict(loss=dict(variant='Mix', mix_alpha=1.0))
+model = dict(train_perturbation=dict(type='Mixup', alpha=1.0))

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope='session')
 def avdigits_tiny(tmp_path_factory):
     """A tiny AV-Digits subset on disk (3 train / 1 test clips per class)."""
-    from crmt_mm.datasets.avdigits import prepare_avdigits
+    from crmt_mm.data_prep.avdigits import prepare_avdigits
     root = str(tmp_path_factory.mktemp('avdigits_tiny'))
     prepare_avdigits(root, seed=0, train_per_class=3, test_per_class=1)
     return root

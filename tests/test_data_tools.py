@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mmcv.transforms import Compose
 
-from crmt_mm.datasets import fbank
+from crmt_mm.data_prep import fbank, mel
 from helpers import ROOT
 
 sys.path.insert(0, osp.join(ROOT, 'tools', 'data'))
@@ -155,9 +155,9 @@ def test_prepare_ks_writes_rawframes_fbank_and_lists(ks_raw, tmp_path,
     assert feature[-1] == pytest.approx(NORMALISED_ZERO)
     assert 295 <= valid <= 310
     # The 300 Hz tone of label 0 peaks in the mel bin centred nearest it.
-    centres = fbank.inverse_mel_scale(
-        fbank.mel_scale(20.0) + np.arange(1, 129) *
-        (fbank.mel_scale(8000.0) - fbank.mel_scale(20.0)) / 129)
+    centres = mel.mel_to_hz(
+        mel.hz_to_mel(20.0) + np.arange(1, 129) *
+        (mel.hz_to_mel(8000.0) - mel.hz_to_mel(20.0)) / 129)
     peak = int(feature[20:valid - 20].mean(axis=0).argmax())
     assert abs(peak - int(np.abs(centres - 300.0).argmin())) <= 1
 

@@ -20,11 +20,11 @@ from mmaction.registry import DATASETS, MODELS  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from crmt_mm.datasets import (AudioVisualDataset, LoadCRMTAudio,  # noqa: E402
-                              load_audio_bank, prepare_avdigits)
-from crmt_mm.datasets.avdigits import (log_mel_spectrogram,  # noqa: E402
-                                       mel_filterbank, mulaw_decode,
-                                       mulaw_encode)
+from crmt_mm.data_prep import load_audio_bank, prepare_avdigits  # noqa: E402
+from crmt_mm.data_prep.avdigits import (log_mel_spectrogram,  # noqa: E402
+                                        mulaw_decode, mulaw_encode)
+from crmt_mm.data_prep.mel import mel_filterbank  # noqa: E402
+from crmt_mm.datasets import AudioVisualDataset, LoadCRMTAudio  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -195,7 +195,7 @@ def test_mulaw_and_mel_helpers():
     # mu-law: the error grows with the amplitude (~2.2 % of |x| + 1/mu)
     assert (err <= 0.025 * (np.abs(x) + 1 / 255)).all()
 
-    fbank = mel_filterbank()
+    fbank = mel_filterbank(8000, 512, 64, 20.0, 4000.0)
     assert fbank.shape == (257, 64)
     assert (fbank.sum(axis=0) > 0).all() and fbank.max() <= 1.0
     # a 1 kHz tone peaks in the band whose centre is nearest to 1 kHz

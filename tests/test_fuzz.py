@@ -133,9 +133,9 @@ def test_margin_loss_hyper_parameters(kwargs):
     except ValueError as err:
         assert str(err).startswith('CRMTMarginLoss: ')
         return
-    assert loss.variant in CRMTMarginLoss.VARIANTS
-    assert loss.rho >= 0 and loss.margin_floor >= 0 and loss.at_eps >= 0
-    assert loss.at_steps >= 1 and loss.mix_alpha > 0
+    # the old variant keys always fail (they moved to train_perturbation)
+    assert set(kwargs) <= {'rho', 'margin_floor'}
+    assert loss.rho >= 0 and loss.margin_floor >= 0
 
 
 @FUZZ

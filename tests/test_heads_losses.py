@@ -119,7 +119,7 @@ def test_mix_margin_is_the_intended_formula():
     ya = torch.tensor([0, 1, 2, 3])
     yb = torch.tensor([1, 1, 5, 0])
     lam = 0.3
-    loss = CRMTMarginLoss(variant='Mix', rho=1.0)
+    loss = CRMTMarginLoss(rho=1.0)
     got = loss(z, fused, ya, yb, lam)['loss_margin']
     expected = []
     for i in range(4):

@@ -6,6 +6,7 @@ from mmaction.structures import ActionDataSample
 from mmengine.registry import init_default_scope
 
 import crmt_mm  # noqa: F401
+from crmt_mm.models.train_perturbations import batchnorm_policy
 
 init_default_scope('mmaction')
 
@@ -22,13 +23,14 @@ def encoder(name):
 
 
 def build(modalities=('visual', 'audio', 'flow'), head='CRMTHead',
-          **loss):
+          train_perturbation=None, **loss):
     torch.manual_seed(0)
     return MODELS.build(dict(
         type='CRMTRecognizer',
         encoders={m: encoder(m) for m in modalities},
         head=dict(type=head, num_classes=5),
-        loss=dict(type='CRMTMarginLoss', **loss)))
+        loss=dict(type='CRMTMarginLoss', **loss),
+        train_perturbation=train_perturbation))
 
 
 def batch(modalities, n=2, labels=None):
@@ -56,10 +58,11 @@ def test_resnet18_visual_audio_flow_loss_and_predict():
         assert torch.allclose(score.sum(), torch.tensor(1.0), atol=1e-5)
 
 
-@pytest.mark.parametrize('variant', ['AT', 'Mix'])
+@pytest.mark.parametrize('variant', [
+    dict(type='MultiModalPGD', eps=0.1, steps=2), dict(type='Mixup')])
 def test_at_and_mix_variants_train(variant):
     mods = ('visual', 'audio')
-    model = build(mods, variant=variant, at_steps=2)
+    model = build(mods, train_perturbation=variant)
     inputs, samples = batch(mods, n=3, labels=[0, 1, 2])
     losses = model(inputs, samples, mode='loss')
     assert torch.isfinite(losses['loss_cls'] + losses['loss_margin'])
@@ -75,7 +78,7 @@ def test_attack_batchnorm_policy(policy, moved):
     inputs, _ = batch(mods, n=3)
     before = {k: v.clone() for k, v in model.state_dict().items()
               if 'running' in k or 'num_batches' in k}
-    with model._attack_batchnorm(policy):
+    with batchnorm_policy(model, policy):
         model.fused_logits(model.split_inputs(inputs))  # batch statistics
     after = model.state_dict()
     changed = any(not torch.equal(v, after[k]) for k, v in before.items())

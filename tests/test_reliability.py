@@ -539,7 +539,7 @@ BAD_CONFIGS = [
     ('model.loss.rho', -1.0, 'build', ValueError,
      'rho must be >= 0, got -1.0'),
     ('model.loss.at_eps', -0.5, 'build', ValueError,
-     'at_eps must be >= 0, got -0.5'),
+     r"\['at_eps'\] moved.*train_perturbation"),
     ('custom_hooks.0.lr_factor', -1.0, 'build', ValueError,
      'lr_factor must be >= 0, got -1.0'),
     ('custom_hooks.0.switch_epoch', -1, 'build', ValueError,

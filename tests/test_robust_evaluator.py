@@ -39,9 +39,13 @@ def test_capture_features_removes_its_hooks():
 
 
 def test_certify_defaults_and_errors():
-    descs = [dict(kind='pgd', unit='normalized', budget=0.5),
-             dict(kind='pgd', unit='raw', budget=3.0),
-             dict(kind='noise', unit='normalized', budget=0.1)]
+    l2 = dict(norm='L2', eps=1.0)
+    descs = [dict(kind='pgd', unit='normalized', budget=0.5, settings=l2),
+             dict(kind='pgd', unit='raw', budget=3.0, settings=l2),
+             dict(kind='apgd-ce', unit='normalized', budget=0.7,
+                  settings=dict(norm='Linf', eps=0.7)),
+             dict(kind='noise', unit='normalized', budget=0.1,
+                  settings=dict(sigma=0.1))]
     cfg = check_certify(dict(), descs)
     assert cfg['radii'] == [0.0, 0.5]  # 0 and the normalised L2 budgets
     assert (cfg['tau_source'], cfg['tau_data']) == ('model', 'train')

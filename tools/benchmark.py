@@ -76,7 +76,10 @@ def build_model(kind: str, head: str, variant: str = 'JT', rho: float = 2.0):
     if head == 'concat':
         model_cfg.head = dict(type='ConcatHead', num_classes=num_classes)
         rho = 0.0
-    model_cfg.loss.update(variant=variant, rho=rho, at_steps=AT_STEPS)
+    model_cfg.loss.update(rho=rho)
+    if variant == 'AT':  # the CRMT-AT configs' attack, AT_STEPS steps
+        model_cfg.train_perturbation = dict(type='MultiModalPGD', eps=0.1,
+                                            steps=AT_STEPS)
     torch.manual_seed(0)
     return MODELS.build(model_cfg).to(DEVICE)
 
@@ -392,7 +395,7 @@ def _ks_format_fixture(root: str, clips: int) -> dict:
 
 def bench_loader(batch, train_samples_per_s, ks_clips=96):
     """Loader samples/s against the model's training samples/s."""
-    from crmt_mm.datasets.avdigits import prepare_avdigits
+    from crmt_mm.data_prep.avdigits import prepare_avdigits
     root = osp.join(tempfile.gettempdir(), 'crmt_bench_avdigits')
     prepare_avdigits(root, seed=0)
     rate, workers = _loader_rate('configs/crmt_avdigits.py', dict(

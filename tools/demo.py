@@ -29,7 +29,7 @@ import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from crmt_mm.datasets.avdigits import prepare_avdigits  # noqa: E402
+from crmt_mm.data_prep.avdigits import prepare_avdigits  # noqa: E402
 from crmt_mm.evaluation.report import compare_reports  # noqa: E402
 
 MODELS = (('jt', 'configs/jt_avdigits.py'),

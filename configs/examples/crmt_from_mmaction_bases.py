@@ -20,7 +20,7 @@ model = dict(
         audio=dict(input_key='audios', feat_dim=512,
                    backbone=dict(type='ResNet', depth=18, in_channels=1))),
     head=dict(type='CRMTHead', num_classes={{_base_.num_classes}}),
-    loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0),
+    loss=dict(type='CRMTMarginLoss', rho=2.0),
     data_preprocessor=dict(
         type='MultiModalDataPreprocessor',
         preprocessors=dict(

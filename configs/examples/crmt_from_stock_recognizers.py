@@ -17,7 +17,7 @@ model = dict(
     encoders=dict(visual=dict(input_key='imgs', recognizer=rgb_recognizer),
                   audio=dict(input_key='audios', recognizer=audio_recognizer)),
     head=dict(type='CRMTHead', num_classes={{_base_.num_classes}}),
-    loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0))
+    loss=dict(type='CRMTMarginLoss', rho=2.0))
 
 # Data part: Kinetics-Sounds, with the 3 frames of a clip as TSN's NCHW
 # segments (the stock preprocessor's format_shape) instead of NCTHW.

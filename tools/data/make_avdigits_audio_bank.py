@@ -3,7 +3,7 @@
 The bank holds the words "zero" .. "nine" spoken by 60 synthetic speakers
 (an espeak-ng voice variant x a random English accent, speed and pitch),
 resampled to 8 kHz, trimmed, peak-normalised and stored as 8-bit mu-law in
-``crmt_mm/datasets/assets/avdigits_audio_bank.npz`` together with
+``crmt_mm/data_prep/assets/avdigits_audio_bank.npz`` together with
 per-speaker metadata and a fixed 45 train / 15 test speaker split (every
 speaker has its own variant, so test voices are unseen in training).
 
@@ -36,9 +36,9 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from crmt_mm.datasets.avdigits import (DEFAULT_BANK_PATH,  # noqa: E402
-                                       MULAW_MU, SAMPLE_RATE,
-                                       WINDOW_SAMPLES, WORDS, mulaw_encode)
+from crmt_mm.data_prep.avdigits import (DEFAULT_BANK_PATH,  # noqa: E402
+                                        MULAW_MU, SAMPLE_RATE,
+                                        WINDOW_SAMPLES, WORDS, mulaw_encode)
 
 #: eSpeak NG accents that work with the formant synthesiser (no MBROLA).
 ACCENTS = ('en-gb', 'en-us', 'en-gb-scotland', 'en-gb-x-gbclan',

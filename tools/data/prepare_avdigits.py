@@ -6,7 +6,7 @@ Usage::
         [--train-per-class N] [--test-per-class N] [--force]
 
 Deterministic from the seed; a second call with the same arguments returns
-at once (see ``crmt_mm.datasets.avdigits.prepare_avdigits``).
+at once (see ``crmt_mm.data_prep.avdigits.prepare_avdigits``).
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import crmt_mm.compat  # noqa: E402,F401  (fixes the mmaction import)
-from crmt_mm.datasets.avdigits import prepare_avdigits  # noqa: E402
+from crmt_mm.data_prep.avdigits import prepare_avdigits  # noqa: E402
 
 
 def parse_args():

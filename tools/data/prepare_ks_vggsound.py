@@ -28,7 +28,7 @@ Output (mmaction2's rawframe layout, read by ``AudioVisualDataset``)::
 
 Audio: the first channel of the first audio stream, resampled to
 ``--sample-rate`` (16 kHz) 16-bit PCM, then CRMT's features
-(``crmt_mm.datasets.fbank.crmt_audio_feature``: mean removed, Kaldi fbank
+(``crmt_mm.data_prep.fbank.crmt_audio_feature``: mean removed, Kaldi fbank
 with 128 mel bins, 25 ms Hanning window, 10 ms shift, no dither, padded or
 trimmed to 1,024 frames, ``(fbank + 4.503877) / (5.141276 * 2)``).
 
@@ -67,8 +67,8 @@ from extraction import (FRAME_TMPL, ClipResult, VideoError,  # noqa: E402
                         read_audio, run_jobs, sample_frames, write_jpeg,
                         write_lists)
 
-from crmt_mm.datasets.fbank import (NUM_FRAMES, NUM_MEL_BINS,  # noqa: E402
-                                    SAMPLE_RATE, crmt_audio_feature)
+from crmt_mm.data_prep.fbank import (NUM_FRAMES, NUM_MEL_BINS,  # noqa: E402
+                                     SAMPLE_RATE, crmt_audio_feature)
 
 VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.flv')
 #: Split -> [(clip_id, label token)], tokens still strings.

@@ -16,7 +16,7 @@ model = dict(
                           feat_dim=64))),
     head=dict(type='CRMTHead', num_classes=10, row_norm='orthonormal',
               init_integration=0.1),
-    loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0,
+    loss=dict(type='CRMTMarginLoss', rho=2.0,
               margin_floor=1e-5),
     competitor='min',
     a_constraint='clamp',

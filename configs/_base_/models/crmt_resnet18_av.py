@@ -15,7 +15,7 @@ model = dict(
                           in_channels=1, norm_eval=False))),
     head=dict(type='CRMTHead', num_classes=31, row_norm='orthonormal',
               init_integration=0.1),
-    loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0,
+    loss=dict(type='CRMTMarginLoss', rho=2.0,
               margin_floor=1e-5),
     competitor='min',
     a_constraint='clamp',

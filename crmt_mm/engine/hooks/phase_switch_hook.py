@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 
 from crmt_mm.certification import estimate_tau
 from crmt_mm.utils import reject_unknown_keys
+from ..optim_groups import configure_phase2_groups, integration_groups
 
 RESET_MOMENTUM = ('switch', 'epoch')
 
@@ -34,7 +35,11 @@ class CRMTPhaseSwitchHook(Hook):
        eval mode and makes ``loss()`` return ``-mean r(x)``;
     3. freezes every parameter but the integration weights;
     4. gives their optimizer groups ``lr = lr_factor * initial_lr``,
-       ``momentum`` and ``weight_decay`` and clears their momentum.
+       ``momentum`` and ``weight_decay`` and clears their optimizer state
+       (:func:`~crmt_mm.engine.optim_groups.configure_phase2_groups`).
+
+    In step 2 the logged ``lr`` is the integration weights' lr (mmengine
+    logs the first param group's, a frozen one by then).
 
     Note:
         On resume, ``before_train`` finds ``phase == 2`` in the loaded
@@ -120,7 +125,22 @@ class CRMTPhaseSwitchHook(Hook):
         if int(model.phase) == 1 and runner.epoch >= self.switch_epoch:
             self._switch(runner, model)
         elif int(model.phase) == 2 and self.reset_momentum == 'epoch':
-            self._configure_groups(runner, model, set_lr=False)
+            configure_phase2_groups(runner.optim_wrapper.optimizer,
+                                    model.integration_parameters(), None,
+                                    self.momentum, self.weight_decay)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        model = unwrap(runner.model)
+        if int(model.phase) != 2:
+            return
+        # mmengine's RuntimeInfoHook (priority VERY_HIGH, so it ran before
+        # this NORMAL hook) has just logged the first param group's lr as
+        # `train/lr`; in step 2 that group is frozen. The log processor
+        # shows the latest value of `train/lr`, so recording the
+        # integration weights' lr here makes the log line show it.
+        group = integration_groups(runner.optim_wrapper.optimizer,
+                                   model.integration_parameters())[0]
+        runner.message_hub.update_scalar('train/lr', group['lr'])
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -134,15 +154,32 @@ class CRMTPhaseSwitchHook(Hook):
         model.freeze_for_phase2()
         model.constrain_integration_()
         model.train(model.training)
-        self._configure_groups(runner, model, set_lr=True)
-        # Step-1 loss parts would otherwise linger in the smoothed logs.
-        scalars = runner.message_hub.log_scalars
-        for key in [k for k in scalars if k.startswith('train/')
-                    and ('loss' in k or k.startswith('train/acc_'))]:
-            del scalars[key]
+        configure_phase2_groups(runner.optim_wrapper.optimizer,
+                                model.integration_parameters(),
+                                self.lr_factor, self.momentum,
+                                self.weight_decay)
+        self._forget_phase1_scalars(runner.message_hub)
         runner.logger.info(
             f'CRMT phase 2 from epoch {runner.epoch}: only a^(m) trains, '
             f'encoders frozen in eval mode')
+
+    @staticmethod
+    def _forget_phase1_scalars(message_hub) -> None:
+        """Drop the step-1 loss and accuracy scalars from the message hub.
+
+        An edit of runner state, on purpose: the log processor writes every
+        ``train/`` scalar of the hub into each log line (losses as a window
+        mean), so without this the step-1 parts (``loss_cls``,
+        ``loss_margin``, ``acc_<modality>``) would be logged with stale
+        values for all of step 2, and ``train/loss`` would average CE and
+        -r(x) over the smoothing window. MessageHub offers no method to
+        remove a scalar; ``log_scalars`` is its public property returning
+        the live dict, so entries are deleted from it.
+        """
+        scalars = message_hub.log_scalars
+        for key in [k for k in scalars if k.startswith('train/')
+                    and ('loss' in k or k.startswith('train/acc_'))]:
+            del scalars[key]
 
     def _estimate_tau(self, runner, model) -> None:
         start = time.perf_counter()
@@ -168,25 +205,3 @@ class CRMTPhaseSwitchHook(Hook):
             f'rank (eval mode, input gradients, max over ranks) in '
             f'{time.perf_counter() - start:.1f}s: {summary}')
         runner.message_hub.update_info('crmt_tau', tau.cpu().tolist())
-
-    def _configure_groups(self, runner, model, set_lr: bool) -> None:
-        """Step-2 optimizer settings for the groups holding a^(m)."""
-        optimizer = runner.optim_wrapper.optimizer
-        targets = set(map(id, model.integration_parameters()))
-        groups = [g for g in optimizer.param_groups
-                  if g.get('crmt_group') == 'integration'] or [
-                      g for g in optimizer.param_groups
-                      if any(id(p) in targets for p in g['params'])]
-        if not groups:
-            raise RuntimeError(
-                'no optimizer param group holds the integration weights; '
-                'were they frozen before the optimizer was built?')
-        for group in groups:
-            if set_lr:
-                base = group.get('initial_lr', optimizer.defaults['lr'])
-                group['lr'] = self.lr_factor * base
-                if 'momentum' in group:
-                    group['momentum'] = self.momentum
-                group['weight_decay'] = self.weight_decay
-            for p in group['params']:
-                optimizer.state.pop(p, None)

@@ -1,5 +1,6 @@
 """Epoch-based train loop whose CRMT step-2 epochs run on cached logits."""
-from typing import Iterator, Optional, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from mmaction.registry import LOOPS
@@ -33,10 +34,13 @@ class CRMTTrainLoop(EpochBasedTrainLoop):
         (AV-Digits). With random augmentation it fixes one draw, while
         streaming re-draws every epoch. The cache is rebuilt (identically)
         after a resume instead of being stored in checkpoints. Mini-batches
-        have the training loader's batch size and count, shuffled with a
-        generator seeded by the epoch, so resumed runs repeat them exactly.
-        Under DDP the integration weights' gradients are averaged across
-        ranks before each step, as DDP would.
+        have the training loader's count (so ``max_iters`` and the
+        schedulers agree with streaming), shuffled with a generator seeded
+        by the epoch, so resumed runs repeat them exactly. Each step goes
+        through ``optim_wrapper.update_params``, so gradient accumulation
+        (``accumulative_counts``), AMP loss scaling and gradient clipping
+        behave as in step 1. Under DDP the integration weights' gradients
+        are averaged across ranks before each optimizer step, as DDP would.
 
     Args:
         runner, dataloader, max_epochs, val_begin, val_interval,
@@ -119,16 +123,42 @@ class CRMTTrainLoop(EpochBasedTrainLoop):
         runner = self.runner
         runner.call_hook('before_train_iter', batch_idx=idx, data_batch=None)
         optim_wrapper = runner.optim_wrapper
+        # As BaseModel.train_step: forward in optim_context (AMP autocast),
+        # backward, accumulation and step in update_params.
         with optim_wrapper.optim_context(model):
             losses = model.radius_loss(*batch)
         loss, log_vars = model.parse_losses(losses)
-        optim_wrapper.backward(loss)
-        if get_world_size() > 1:
-            for p in model.integration_parameters():
-                if p.grad is not None:
-                    all_reduce(p.grad, op='mean')
-        optim_wrapper.step()
-        optim_wrapper.zero_grad()
+        sync = get_world_size() > 1 and optim_wrapper.should_sync()
+        with _average_across_ranks(model.integration_parameters(), sync):
+            optim_wrapper.update_params(loss)
         runner.call_hook('after_train_iter', batch_idx=idx, data_batch=None,
                          outputs=log_vars)
         self._iter += 1
+
+
+def _all_reduce_grad(param) -> None:
+    all_reduce(param.grad, op='mean')
+
+
+@contextlib.contextmanager
+def _average_across_ranks(params: List[Tensor], enabled: bool):
+    """Average the gradients of ``params`` across ranks in their backward.
+
+    The cached step calls the bare model, so DDP's gradient all-reduce does
+    not happen. It is reproduced with a post-accumulate-grad hook on each
+    parameter: it fires inside ``optim_wrapper.update_params``'s backward,
+    after the gradient is accumulated and before ``step``, and averages the
+    accumulated gradient. ``enabled`` is ``optim_wrapper.should_sync()``,
+    which is True only for the backward that precedes an optimizer step,
+    the rule by which ``optim_context`` skips DDP's sync while gradients
+    accumulate. This keeps ``update_params`` (accumulation, AMP scaling,
+    clipping) untouched for every OptimWrapper type, with no crmt-specific
+    wrapper to configure.
+    """
+    handles = [p.register_post_accumulate_grad_hook(_all_reduce_grad)
+               for p in params] if enabled else []
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

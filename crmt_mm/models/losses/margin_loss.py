@@ -1,11 +1,16 @@
 """Step-1 objective of CRMT: cross-entropy plus the uni-modal margin term.
 
 ``L1(x, y) = log(delta + sum_m sum_{k != y} exp(z_k^(m) - z_y^(m)))``, a
-smooth maximum of the negative uni-modal margins (crmt.md §3), computed as
-``logaddexp(logsumexp(...), log delta)`` so it never overflows. The
-mixup form (crmt.md §5) replaces ``z_y`` by ``lam z_ya + (1 - lam) z_yb``
-and excludes both targets from the sum.
+smooth maximum of the negative uni-modal margins (Yang et al., ICLR 2024;
+``docs/method.md``), computed as ``logaddexp(logsumexp(...), log delta)``
+so it never overflows. The mixup form replaces ``z_y`` by
+``lam z_ya + (1 - lam) z_yb`` and excludes both targets from the sum.
+
+The loss sees logits only; how the training inputs were perturbed
+(adversarial, mixup, noise) is the recognizer's ``train_perturbation``
+(:mod:`crmt_mm.models.train_perturbations`).
 """
+import functools
 import math
 from typing import Dict, Optional
 
@@ -15,6 +20,7 @@ from mmaction.registry import MODELS
 from torch import Tensor, nn
 
 from crmt_mm.utils import reject_unknown_keys
+from ..train_perturbations import moved_loss_keys_message
 
 
 def margin_regularizer(z: Tensor, target: Tensor, excluded: Tensor,
@@ -43,78 +49,58 @@ def _pick(z: Tensor, labels: Tensor) -> Tensor:
     return z.gather(2, index).squeeze(2)
 
 
+def _reject_moved_keys(cls: type) -> type:
+    """Old variant keys fail with their new spelling, not as unknown keys.
+
+    Applied outside :func:`reject_unknown_keys`, so it sees them first.
+    """
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs):
+        message = moved_loss_keys_message(kwargs)
+        if message is not None:
+            raise ValueError(f'{type(self).__name__}: {message}')
+        init(self, *args, **kwargs)
+
+    cls.__init__ = checked_init
+    return cls
+
+
 @MODELS.register_module()
+@_reject_moved_keys
 @reject_unknown_keys
 class CRMTMarginLoss(nn.Module):
-    """CE + rho * uni-modal margin regulariser, with the CRMT variants.
+    """CE + rho * uni-modal margin regulariser, from logits only.
 
-    The variant decides what inputs the loss is evaluated on; the recognizer
-    prepares them (adversarial examples or mixup) and calls this module on
-    the resulting logits.
-
-    - ``'JT'``: clean inputs.
-    - ``'AT'``: adversarial inputs only, from a joint L2 PGD attack on the
-      fused cross-entropy (``at_eps``, ``at_steps``, step ``at_eps /
-      at_steps``, no random start; crmt.md §4).
-    - ``'Mix'``: mixup with one ``lam ~ Beta(mix_alpha, mix_alpha)`` and one
-      permutation per batch shared by all modalities; the intended mixup
-      margin (crmt.md §5), not the reference's.
-
-    Baselines are configurations: JT = ``ConcatHead`` + ``variant='JT',
-    rho=0``; MMAT = ``variant='AT', rho=0``; Mixup = ``variant='Mix', rho=0``.
+    The recognizer evaluates it on the logits of its (possibly perturbed,
+    see ``train_perturbation``) training inputs. With mixup it receives
+    both targets and the mixing coefficient. Baselines are configurations:
+    JT = ``ConcatHead`` + ``rho=0``; MMAT = ``rho=0`` with a
+    ``'MultiModalPGD'`` train perturbation; Mixup = ``rho=0`` with
+    ``'Mixup'``.
 
     Args:
-        variant (str): ``'JT'``, ``'AT'`` or ``'Mix'``. Defaults to ``'JT'``.
         rho (float): weight of the margin term, >= 0. Defaults to 2.0.
         margin_floor (float): delta inside the log, >= 0 (0 = unbounded
             below). Defaults to 1e-5.
-        at_eps (float): AT joint L2 budget (normalised input space).
-            Defaults to 0.1.
-        at_steps (int): AT PGD steps. Defaults to 5.
-        at_bn (str): BatchNorm during the attack: ``'frozen_stats'`` (train
-            mode, running statistics restored afterwards), ``'train'``
-            (reference parity: statistics updated), ``'eval'``.
-            Defaults to ``'frozen_stats'``.
-        at_clamp (bool): clamp adversarial images to the valid pixel range.
-            Defaults to False (reference parity).
-        mix_alpha (float): Beta parameter of mixup, > 0. Defaults to 1.0.
 
     Example:
-        >>> loss = dict(type='CRMTMarginLoss', variant='AT', rho=2.0,
-        ...             at_eps=0.1, at_steps=5)
+        >>> loss = dict(type='CRMTMarginLoss', rho=2.0, margin_floor=1e-5)
     """
-    VARIANTS = ('JT', 'AT', 'Mix')
-    AT_BN = ('frozen_stats', 'train', 'eval')
 
-    def __init__(self, variant: str = 'JT', rho: float = 2.0,
-                 margin_floor: float = 1e-5, at_eps: float = 0.1,
-                 at_steps: int = 5, at_bn: str = 'frozen_stats',
-                 at_clamp: bool = False, mix_alpha: float = 1.0) -> None:
+    def __init__(self, rho: float = 2.0, margin_floor: float = 1e-5) -> None:
         super().__init__()
         checks = [
-            (variant in self.VARIANTS, f'variant must be one of '
-             f'{self.VARIANTS}, got {variant!r}'),
             (rho >= 0, f'rho must be >= 0, got {rho}'),
             (margin_floor >= 0, f'margin_floor must be >= 0, got '
              f'{margin_floor}'),
-            (at_eps >= 0, f'at_eps must be >= 0, got {at_eps}'),
-            (int(at_steps) == at_steps and at_steps >= 1,
-             f'at_steps must be a positive integer, got {at_steps}'),
-            (at_bn in self.AT_BN, f'at_bn must be one of {self.AT_BN}, got '
-             f'{at_bn!r}'),
-            (mix_alpha > 0, f'mix_alpha must be > 0, got {mix_alpha}'),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f'CRMTMarginLoss: {message}')
-        self.variant = variant
         self.rho = float(rho)
         self.margin_floor = float(margin_floor)
-        self.at_eps = float(at_eps)
-        self.at_steps = int(at_steps)
-        self.at_bn = at_bn
-        self.at_clamp = bool(at_clamp)
-        self.mix_alpha = float(mix_alpha)
 
     def forward(self, z: Tensor, fused: Tensor, labels: Tensor,
                 labels_b: Optional[Tensor] = None,

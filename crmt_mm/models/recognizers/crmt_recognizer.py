@@ -1,5 +1,4 @@
 """Multi-modal late-fusion recognizer with CRMT's two training phases."""
-import contextlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
@@ -7,11 +6,11 @@ from mmaction.registry import MODELS
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from crmt_mm.attacks import InputSpace, MultiModalPGD
+from crmt_mm.attacks import InputSpace
 from crmt_mm.certification import certified_radius
 from crmt_mm.utils import reject_unknown_keys
+from ..train_perturbations import build_train_perturbation
 from .input_spaces import preprocessor_input_spaces
 from .modality_encoder import ModalityEncoder
 from .stock_branch import with_stock_preprocessors
@@ -34,10 +33,11 @@ class CRMTRecognizer(BaseModel):
     Each modality has an encoder (any mmaction2 backbone plus pooling, see
     :class:`ModalityEncoder`), a fusion head (:class:`CRMTHead` or the JT
     baseline :class:`ConcatHead`) combines them. Phase 1 minimises the
-    configured :class:`CRMTMarginLoss`; phase 2 (switched on by
-    :class:`CRMTPhaseSwitchHook`) trains only the integration weights ``a``
-    to maximise the certified radius r(x) with the encoders frozen in eval
-    mode.
+    configured :class:`CRMTMarginLoss` on the training inputs, perturbed
+    in training mode by the optional ``train_perturbation``; phase 2
+    (switched on by :class:`CRMTPhaseSwitchHook`) trains only the
+    integration weights ``a`` to maximise the certified radius r(x) with
+    the encoders frozen in eval mode.
 
     Note:
         ``phase`` (1 or 2) and ``tau`` ([M, K], the per-modality, per-class
@@ -54,6 +54,11 @@ class CRMTRecognizer(BaseModel):
         head (dict): fusion head config (``num_classes`` required; the
             recognizer fills ``in_channels``).
         loss (dict): step-1 loss. Defaults to ``dict(type='CRMTMarginLoss')``.
+        train_perturbation (dict, optional): how step-1 training inputs are
+            perturbed, a type of
+            :data:`~crmt_mm.models.train_perturbations.TRAIN_PERTURBATIONS`:
+            ``'MultiModalPGD'`` (adversarial training), ``'Mixup'`` or
+            ``'GaussianNoise'``. Defaults to None (clean inputs).
         competitor (str): competitor classes of r(x) in phase 2, ``'min'``
             (the bound) or ``'runner_up'`` (reference). Defaults to ``'min'``.
         a_constraint (str): ``'clamp'`` (a >= 0, enforced by the phase hook
@@ -76,11 +81,15 @@ class CRMTRecognizer(BaseModel):
         ...                    backbone=dict(type='ResNet', depth=18,
         ...                                  in_channels=1))),
         ...     head=dict(type='CRMTHead', num_classes=31),
-        ...     loss=dict(type='CRMTMarginLoss', variant='JT', rho=2.0))
+        ...     loss=dict(type='CRMTMarginLoss', rho=2.0),
+        ...     train_perturbation=dict(type='MultiModalPGD', eps=0.1,
+        ...                             steps=5))
     """
 
     def __init__(self, encoders: Mapping[str, dict], head: dict,
-                 loss: Optional[dict] = None, competitor: str = 'min',
+                 loss: Optional[dict] = None,
+                 train_perturbation: Optional[dict] = None,
+                 competitor: str = 'min',
                  a_constraint: str = 'clamp',
                  input_ranges: Optional[Mapping[str, object]] = None,
                  data_preprocessor: Optional[dict] = None,
@@ -125,6 +134,8 @@ class CRMTRecognizer(BaseModel):
         self.num_classes = self.head.num_classes
         self.loss_module = MODELS.build(
             loss if loss is not None else dict(type='CRMTMarginLoss'))
+        self.train_perturbation = build_train_perturbation(
+            train_perturbation, self.modalities)
         self.competitor = competitor
         self.a_constraint = a_constraint
         ranges = dict(input_ranges or {})
@@ -361,16 +372,14 @@ class CRMTRecognizer(BaseModel):
 
     def _phase1_loss(self, x: Dict[str, Tensor], labels: Tensor
                      ) -> Dict[str, Tensor]:
-        loss_module = self.loss_module
         labels_b, lam = None, 1.0
-        if loss_module.variant == 'AT':
-            x = self._adversarial_inputs(x, labels)
-        elif loss_module.variant == 'Mix':
-            x, labels_b, lam = self._mixup(x, labels)
+        if self.train_perturbation is not None and self.training:
+            x, labels_b, lam = self.train_perturbation(self, x, labels)
         z = self.modality_logits(x)
         fused = self.fuse(z)
-        losses = loss_module(torch.stack([z[m] for m in self.modalities]),
-                             fused, labels, labels_b, lam)
+        losses = self.loss_module(
+            torch.stack([z[m] for m in self.modalities]), fused, labels,
+            labels_b, lam)
         losses['acc_fused'] = (fused.argmax(1) == labels).float().mean()
         for m, logit in z.items():
             losses[f'acc_{m}'] = (logit.argmax(1) == labels).float().mean()
@@ -410,53 +419,6 @@ class CRMTRecognizer(BaseModel):
                       phase=self.phase.float())
         self._check_finite(losses)
         return losses
-
-    def _mixup(self, x: Dict[str, Tensor], labels: Tensor):
-        """One lambda and one permutation per batch, shared by modalities."""
-        alpha = self.loss_module.mix_alpha
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        perm = torch.randperm(labels.numel(), device=labels.device)
-        mixed = {m: lam * v + (1 - lam) * v[perm] for m, v in x.items()}
-        return mixed, labels[perm], lam
-
-    def _adversarial_inputs(self, x: Dict[str, Tensor], labels: Tensor
-                            ) -> Dict[str, Tensor]:
-        """Joint L2 PGD on the fused CE (crmt.md §4), detached."""
-        cfg = self.loss_module
-        attack = MultiModalPGD(eps=cfg.at_eps, steps=cfg.at_steps,
-                               step_size=cfg.at_eps / cfg.at_steps,
-                               clamp=cfg.at_clamp)
-        with self._attack_batchnorm(cfg.at_bn):
-            adv = attack.perturb(self.fused_logits, x, labels,
-                                 self.input_spaces())
-        return {m: v.detach() for m, v in adv.items()}
-
-    @contextlib.contextmanager
-    def _attack_batchnorm(self, policy: str):
-        """BatchNorm behaviour while generating training attacks."""
-        if policy == 'train':
-            yield
-            return
-        if policy == 'eval':
-            modes = {m: e.training for m, e in self.encoders.items()}
-            self.encoders.eval()
-            try:
-                yield
-            finally:
-                for m, mode in modes.items():
-                    self.encoders[m].train(mode)
-            return
-        # 'frozen_stats': batch statistics as in training, but the attack
-        # passes must not move the running statistics.
-        saved = [(bn, {k: v.clone() for k, v in bn._buffers.items()
-                       if v is not None})
-                 for bn in self.modules() if isinstance(bn, _BatchNorm)]
-        try:
-            yield
-        finally:
-            for bn, buffers in saved:
-                for key, value in buffers.items():
-                    bn._buffers[key].copy_(value)
 
     def _check_finite(self, losses: Dict[str, Tensor]) -> None:
         bad = {k: float(v.detach()) for k, v in losses.items()

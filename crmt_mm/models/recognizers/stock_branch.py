@@ -125,7 +125,7 @@ def stock_preprocessor(cfg: Mapping) -> dict:
         raise ValueError(
             f'recognizer {cfg["type"]}: data_preprocessor.blending mixes one '
             'modality and its labels alone, which breaks the joint labels of '
-            "a multi-modal batch; use CRMTMarginLoss(variant='Mix') or give "
+            "a multi-modal batch; use train_perturbation=dict(type='Mixup') or give "
             "the preprocessors entry for this encoder's input_key yourself.")
     return dict(type='ActionDataPreprocessor',
                 **{k: pre[k] for k in PREPROCESSOR_KEYS if k in pre})

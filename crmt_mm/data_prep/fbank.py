@@ -1,6 +1,6 @@
 """CRMT's audio features: Kaldi-compatible log-mel filterbanks.
 
-The reference (``pre-processing/extract_audio.py``, ``crmt.md`` §11) calls
+The reference (``pre-processing/extract_audio.py``) calls
 torchaudio's port of Kaldi's ``compute-fbank-feats`` with 128 mel bins, a
 25 ms Hanning window every 10 ms, no dither, on the mean-removed waveform
 (floats in [-1, 1]), pads or trims the result to 1,024 frames with zeros and
@@ -21,6 +21,8 @@ from typing import List, Tuple
 
 import numpy as np
 
+from .mel import hz_to_mel, mel_to_hz
+
 #: Reference normalisation: ``(fbank - FBANK_MEAN) / (2 * FBANK_STD)``.
 FBANK_MEAN = -4.503877
 FBANK_STD = 5.141276
@@ -30,23 +32,13 @@ NUM_MEL_BINS = 128
 #: Sample rate the waveform is resampled to before the filterbank. The
 #: reference reads it from its wav files; the same group's KS/VGGSound wav
 #: extraction (OGM-GE, ``pre-processing/VGG&KS/mp4_to_wav.py``) writes
-#: 16 kHz. An assumption, not a documented CRMT setting (``crmt.md`` §14).
+#: 16 kHz. An assumption, not a documented CRMT setting (``docs/datasets.md``).
 SAMPLE_RATE = 16000
 #: Log energy of a bin with no energy: Kaldi floors energies at float32 eps.
 LOG_EPS = math.log(float(np.finfo(np.float32).eps))
 
 _INSTALL_HINT = ('CRMT audio features need kaldi-native-fbank: pip install '
                  "kaldi-native-fbank (or pip install -e '.[data]')")
-
-
-def mel_scale(freq: np.ndarray) -> np.ndarray:
-    """Kaldi's mel scale, ``1127 ln(1 + f / 700)`` (f in Hz)."""
-    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
-
-
-def inverse_mel_scale(mel: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`mel_scale` (mel -> Hz)."""
-    return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
 
 
 def padded_window_size(sample_rate: int, frame_length_ms: float) -> int:
@@ -67,8 +59,8 @@ def _mel_grid(sample_rate: int, num_mel_bins: int, low_freq: float,
               high_freq: float) -> Tuple[float, float]:
     """Kaldi's mel grid: the lowest edge and the spacing d of the bins."""
     high = high_freq if high_freq > 0 else sample_rate / 2 + high_freq
-    mel_low = float(mel_scale(low_freq))
-    return mel_low, (float(mel_scale(high)) - mel_low) / (num_mel_bins + 1)
+    mel_low = float(hz_to_mel(low_freq))
+    return mel_low, (float(hz_to_mel(high)) - mel_low) / (num_mel_bins + 1)
 
 
 def nonempty_bin_runs(sample_rate: int, num_mel_bins: int,
@@ -97,7 +89,7 @@ def nonempty_bin_runs(sample_rate: int, num_mel_bins: int,
     fft_size = padded_window_size(sample_rate, frame_length_ms)
     mel_low, delta = _mel_grid(sample_rate, num_mel_bins, low_freq,
                                high_freq)
-    fft_mels = mel_scale(np.arange(fft_size // 2) * sample_rate / fft_size)
+    fft_mels = hz_to_mel(np.arange(fft_size // 2) * sample_rate / fft_size)
     left = mel_low + np.arange(num_mel_bins) * delta
     right = left + 2 * delta
     covered = ((fft_mels[None] > left[:, None]) &
@@ -169,9 +161,9 @@ def kaldi_fbank(waveform: np.ndarray, sample_rate: int,
         # Cutting the mel range at the run's outer edges keeps the bin width
         # d, so these bins are exactly bins first..last of the full bank.
         opts.mel_opts.low_freq = low_freq if first == 0 else float(
-            inverse_mel_scale(mel_low + first * delta))
+            mel_to_hz(mel_low + first * delta))
         opts.mel_opts.high_freq = high_freq if last == num_mel_bins - 1 \
-            else float(inverse_mel_scale(mel_low + (last + 2) * delta))
+            else float(mel_to_hz(mel_low + (last + 2) * delta))
         opts.use_energy = False
         fbank = knf.OnlineFbank(opts)
         fbank.accept_waveform(sample_rate, waveform)

@@ -15,7 +15,7 @@ so the standard rawframe pipeline reads the frames unchanged::
         audio/{train,test}/<clip_id>.npy   # float32 [64, 64] log-mel
 
 The default knobs follow the measured "setting (A)" of the design notes
-(``shared/spec/avdigits.md``): the digit stays readable for a person, but
+(``docs/datasets.md``): the digit stays readable for a person, but
 the audio is the easier modality, so a jointly trained model leans on audio.
 One addition: per-clip cepstral mean normalisation of the log-mel features
 (``audio_cmn``), which the feasibility check needed because the pairing of
@@ -36,6 +36,8 @@ import shutil
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from .mel import mel_filterbank
 
 #: Bump when the on-disk layout or the generation recipe changes, so cached
 #: outputs of older versions are regenerated instead of silently reused.
@@ -121,7 +123,7 @@ def load_audio_bank(path: Optional[str] = None) -> dict:
     Args:
         path (str, optional): ``.npz`` written by
             ``tools/data/make_avdigits_audio_bank.py``. Defaults to the
-            shipped ``crmt_mm/datasets/assets/avdigits_audio_bank.npz``.
+            shipped ``crmt_mm/data_prep/assets/avdigits_audio_bank.npz``.
 
     Returns:
         dict: ``waves`` (list over speakers of lists over the 10 digits of
@@ -199,54 +201,6 @@ def _sha256(path: str) -> str:
 # --------------------------------------------------------------------------
 # Log-mel features (numpy only)
 # --------------------------------------------------------------------------
-def _hz_to_mel(hz):
-    # HTK formula: the usual choice for speech front ends.
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def _mel_to_hz(mel):
-    return 700.0 * (10.0**(np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int = SAMPLE_RATE,
-                   n_fft: int = N_FFT,
-                   n_mels: int = N_MELS,
-                   fmin: float = FMIN,
-                   fmax: float = FMAX) -> np.ndarray:
-    """Triangular mel filterbank (HTK mel scale, unit peak).
-
-    Args:
-        sample_rate (int): Sampling rate in Hz.
-        n_fft (int): FFT size; the filters act on its ``n_fft // 2 + 1``
-            one-sided bins.
-        n_mels (int): Number of filters.
-        fmin (float): Lower edge of the first filter in Hz.
-        fmax (float): Upper edge of the last filter in Hz (<= Nyquist).
-
-    Returns:
-        np.ndarray: ``float64`` matrix [n_fft // 2 + 1, n_mels] mapping a
-        power spectrum (row vector) to mel-band energies.
-    """
-    if not 0 <= fmin < fmax <= sample_rate / 2:
-        raise ValueError(
-            f'mel_filterbank: need 0 <= fmin < fmax <= sample_rate / 2, got '
-            f'fmin={fmin}, fmax={fmax}, sample_rate={sample_rate}.')
-    bin_hz = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    edges_hz = _mel_to_hz(
-        np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
-    lower, centre, upper = edges_hz[:-2], edges_hz[1:-1], edges_hz[2:]
-    # Evaluate each continuous triangle at the bin frequencies.
-    rising = (bin_hz[:, None] - lower) / (centre - lower)
-    falling = (upper - bin_hz[:, None]) / (upper - centre)
-    bank = np.maximum(0.0, np.minimum(rising, falling))
-    empty = np.flatnonzero(bank.sum(axis=0) == 0)
-    if empty.size:
-        raise ValueError(
-            f'mel_filterbank: filters {empty.tolist()} cover no FFT bin; use '
-            'a larger n_fft or fewer mel bins.')
-    return bank
-
-
 def log_mel_spectrogram(waves: np.ndarray,
                         sample_rate: int = SAMPLE_RATE,
                         win_length: int = WIN_LENGTH,
@@ -704,5 +658,5 @@ def _write_png(path: str, grey: np.ndarray) -> None:
 __all__ = [
     'AUDIO_SHAPE', 'DEFAULT_BANK_PATH', 'FILENAME_TMPL', 'NUM_CLASSES',
     'START_INDEX', 'WORDS', 'load_audio_bank', 'log_mel_spectrogram',
-    'mel_filterbank', 'mulaw_decode', 'mulaw_encode', 'prepare_avdigits'
+    'mulaw_decode', 'mulaw_encode', 'prepare_avdigits'
 ]
