@@ -1,3 +1,4 @@
+from .norm_check_hook import PreparedNormCheckHook
 from .phase_switch_hook import CRMTPhaseSwitchHook
 
-__all__ = ['CRMTPhaseSwitchHook']
+__all__ = ['CRMTPhaseSwitchHook', 'PreparedNormCheckHook']
