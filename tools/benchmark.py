@@ -404,7 +404,7 @@ def bench_loader(batch, train_samples_per_s, ks_clips=96):
                 ks_loader_workers=ks_workers)
 
 
-# ---------------------------------------------------------------- dataset scale
+# ---------------------------------------------------------- dataset scale
 #: VGGSound-sized validation workload: clips and frames per clip.
 SCALE_CLIPS = 200_000
 SCALE_FRAMES = 10

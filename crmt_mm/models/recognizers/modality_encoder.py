@@ -89,7 +89,7 @@ class ModalityEncoder(BaseModule):
         self.feat_dim = int(feat_dim)
         self.temporal = temporal
         self.input_shape = None if input_shape is None else tuple(input_shape)
-        self.pretrained = pretrained
+        self.pretrained_cfg = pretrained
 
     def _split_init_cfg(self, init_cfg):
         """(the validated Pretrained entry or None, the other entries)."""
@@ -99,7 +99,8 @@ class ModalityEncoder(BaseModule):
         others = [c for c in cfgs if c.get('type') != 'Pretrained']
         if len(pretrained) > 1:
             raise ValueError(f'encoders.{self.name}.init_cfg has '
-                             f'{len(pretrained)} Pretrained entries; keep one.')
+                             f'{len(pretrained)} Pretrained entries; keep '
+                             'one.')
         if not pretrained:
             return None, others
         cfg = dict(prefix=STOCK_BACKBONE_PREFIX, map_location='cpu',
@@ -127,8 +128,8 @@ class ModalityEncoder(BaseModule):
             if isinstance(err, FileNotFoundError):
                 raise FileNotFoundError(message) from err
             raise RuntimeError(message) from err
-        if self.pretrained is not None:
-            self._load_pretrained(self.pretrained)
+        if self.pretrained_cfg is not None:
+            self._load_pretrained(self.pretrained_cfg)
 
     def _load_pretrained(self, cfg: dict) -> None:
         checkpoint, prefix = cfg['checkpoint'], cfg['prefix']
@@ -151,7 +152,8 @@ class ModalityEncoder(BaseModule):
         problems = (f'missing {len(missing)} {missing[:5]}, unexpected '
                     f'{len(unexpected)} {unexpected[:5]}, shape mismatches '
                     f'{len(mismatched)} {mismatched[:5]}')
-        if not taken or (cfg['strict'] and (missing or unexpected or mismatched)):
+        unfit = missing or unexpected or mismatched
+        if not taken or (cfg['strict'] and unfit):
             raise ValueError(
                 f'{branch}: checkpoint {checkpoint!r} does not fit the '
                 f'backbone {type(self.backbone).__name__} under prefix '
