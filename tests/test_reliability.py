@@ -550,7 +550,7 @@ BAD_CONFIGS = [
      r"encoders \(it has \['audios', 'imgs'\]\)"),
     ('model.input_ranges', dict(depth=(0, 1)), 'build', ValueError,
      r"input_ranges names unknown modalities \['depth'\]; the model has "
-     r"\['visual', 'audio'\]"),
+     r"\['audio', 'visual'\]"),
     ('train_dataloader.dataset.pipeline.4.collect_keys', ('imgs', ), 'train',
      ValueError, r"the data provides inputs \['imgs'\] but the model "
      r"expects \['audios', 'imgs'\].*collect_keys"),

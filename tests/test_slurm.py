@@ -5,7 +5,6 @@ launcher errors that name the launcher."""
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -15,18 +14,12 @@ from mmengine.config import Config
 
 from crmt_mm.compat import safe_torch_load
 from crmt_mm.engine.launch import cpu_dist_env, use_cpu_distributed
-from helpers import ROOT
+from helpers import ROOT, free_port
 from helpers_slurm import install_standins
 
 SLURM_KEYS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST',
               'SLURM_LOCALID', 'MASTER_ADDR', 'MASTER_PORT', 'RANK',
               'WORLD_SIZE', 'LOCAL_RANK')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run_script(name, args, env):

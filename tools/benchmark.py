@@ -498,6 +498,139 @@ def bench_strong_cost(kind, clips, fraction):
             f'strong_standard_work_fraction_{kind}': fraction,
             f'strong_standard_accuracy_{kind}': result.accuracy}
 
+
+# ---------------------------------------------------------- dataset scale
+#: VGGSound-sized validation workload: clips and frames per clip.
+SCALE_CLIPS = 200_000
+SCALE_FRAMES = 10
+SCALE_GOALS = dict(dataset_cold_per_rank_s=('<=', 60.0),
+                   dataset_warm_s=('<=', 2.0))
+
+
+def make_placeholder_dataset(root: str, clips: int,
+                             frames: int = SCALE_FRAMES) -> dict:
+    """An ``AudioVisualDataset`` layout of ``clips`` clips with ``frames``
+    frames each; every frame is a hard link of one empty file and every
+    audio file one of a single valid ``[64, 64]`` ``.npy``, so the tree costs
+    directory entries, not disk. Reused when already complete."""
+    import numpy as np
+    paths = dict(ann_file=osp.join(root, 'list.txt'),
+                 img=osp.join(root, 'rawframes'),
+                 audio=osp.join(root, 'audio'))
+    marker = osp.join(root, f'.complete_{clips}_{frames}')
+    if osp.isfile(marker):
+        return paths
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)  # a partial tree from a kill
+    os.makedirs(paths['img'])
+    os.makedirs(paths['audio'])
+    names = [f'img_{i:05d}.png' for i in range(1, frames + 1)]
+    sources = {}
+    # ext4 allows 65000 links per file: one source per 6000 clips.
+
+    def source(kind: str, clip: int) -> str:
+        path = osp.join(root, f'{kind}_{clip // 6000}')
+        if path not in sources:
+            if kind == 'frame':
+                open(path, 'wb').close()
+            else:
+                with open(path, 'wb') as f:
+                    np.save(f, np.zeros((64, 64), np.float32))
+            sources[path] = True
+        return path
+    with open(paths['ann_file'], 'w') as f:
+        for clip in range(clips):
+            clip_id = f'clip_{clip:06d}'
+            clip_dir = osp.join(paths['img'], clip_id)
+            os.mkdir(clip_dir)
+            frame = source('frame', clip)
+            for name in names:
+                os.link(frame, osp.join(clip_dir, name))
+            os.link(source('audio', clip),
+                    osp.join(paths['audio'], clip_id + '.npy'))
+            f.write(f'{clip_id} {frames} {clip % 309}\n')
+    open(marker, 'w').close()
+    return paths
+
+
+def _build_scale_dataset(paths: dict, manifest_dir: str) -> tuple:
+    """(wall, CPU) seconds to build (parse and validate) the placeholder
+    dataset; CPU time is what a loaded shared machine distorts least."""
+    from crmt_mm.datasets import AudioVisualDataset
+    start, cpu = time.perf_counter(), time.process_time()
+    AudioVisualDataset(paths['ann_file'], pipeline=[],
+                       data_prefix=dict(img=paths['img'],
+                                        audio=paths['audio']),
+                       num_classes=309, manifest_dir=manifest_dir)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _scale_rank(rank: int, world: int, init_file: str, paths: dict,
+                manifest_dir: str, queue) -> None:
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}',
+                            rank=rank, world_size=world)
+    try:
+        cold = _build_scale_dataset(paths, manifest_dir)
+        dist.barrier()
+        warm = _build_scale_dataset(paths, manifest_dir)
+        queue.put((rank, cold, warm))
+    finally:
+        dist.destroy_process_group()
+
+
+def bench_dataset_scale(clips: int, ranks: int, root: str = None) -> dict:
+    """Cold (no manifest: every file checked, sharded over ``ranks`` gloo
+    processes) and warm (manifest hit) dataset build times per rank."""
+    import shutil
+    root = root or osp.join(tempfile.gettempdir(),
+                            f'crmt_dataset_scale_{clips}')
+    start = time.perf_counter()
+    paths = make_placeholder_dataset(root, clips)
+    generate = time.perf_counter() - start
+    manifest_dir = osp.join(root, f'manifests_{ranks}')
+    shutil.rmtree(manifest_dir, ignore_errors=True)
+    if ranks == 1:
+        times = [(0, _build_scale_dataset(paths, manifest_dir),
+                  _build_scale_dataset(paths, manifest_dir))]
+    else:
+        ctx = mp.get_context('spawn')
+        queue = ctx.Queue()
+        init_file = osp.join(root, f'.dist_init_{os.getpid()}')
+        procs = [ctx.Process(target=_scale_rank,
+                             args=(r, ranks, init_file, paths, manifest_dir,
+                                   queue)) for r in range(ranks)]
+        for proc in procs:
+            proc.start()
+        times = sorted(queue.get(timeout=1800) for _ in procs)
+        for proc in procs:
+            proc.join()
+        if osp.exists(init_file):
+            os.remove(init_file)
+    return dict(dataset_clips=clips, dataset_frames_per_clip=SCALE_FRAMES,
+                dataset_ranks=ranks, dataset_generate_s=generate,
+                dataset_cold_per_rank_s=max(t[1][0] for t in times),
+                dataset_warm_s=max(t[2][0] for t in times),
+                dataset_cold_per_rank_cpu_s=max(t[1][1] for t in times),
+                dataset_warm_cpu_s=max(t[2][1] for t in times),
+                dataset_times_per_rank=[dict(cold=t[1], warm=t[2])
+                                        for t in times])
+
+
+def run_dataset_scale(args) -> dict:
+    """``--dataset-scale``: the dataset benchmark alone, goals printed."""
+    result = bench_dataset_scale(args.dataset_clips, args.dataset_ranks)
+    print(f"generated/reused in {result['dataset_generate_s']:.1f}s; "
+          f"per rank (wall s, CPU s): {result['dataset_times_per_rank']}")
+    print('\n| time | seconds | goal | met |\n|---|---|---|---|')
+    for key, (op, bound) in SCALE_GOALS.items():
+        met = result[key] <= bound
+        result.setdefault('goals_met', {})[key] = met
+        print(f'| {key} | {result[key]:.2f} | {op} {bound} | '
+              f'{"yes" if met else "NO"} |')
+    return result
+
+
 # ---------------------------------------------------------------- main
 GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.1),
              tau_speedup=('>=', 2.0), phase2_vs_phase1_epoch=('<=', 0.1),
@@ -531,11 +664,25 @@ def parse_args(argv=None):
     parser.add_argument('--strong-grid-scale', type=float, default=1.0,
                         help="multiplies the demo grid (an untrained "
                              'model needs larger budgets to break)')
+    parser.add_argument('--dataset-scale', action='store_true',
+                        help='only time the AudioVisualDataset build on a '
+                        'generated VGGSound-sized list (cold and warm)')
+    parser.add_argument('--dataset-clips', type=int, default=SCALE_CLIPS,
+                        help='clips of the --dataset-scale list')
+    parser.add_argument('--dataset-ranks', type=int, default=1,
+                        help='gloo processes sharing the --dataset-scale '
+                        'check')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.dataset_scale:
+        result = run_dataset_scale(args)
+        if args.out:
+            with open(args.out, 'w') as f:
+                json.dump(result, f, indent=2)
+        return result
     global DEVICE
     DEVICE = torch.device(args.device)
     if args.threads:

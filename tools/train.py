@@ -57,19 +57,36 @@ def merge_args(cfg, args):
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    if cfg.get('randomness') is None:
-        cfg.randomness = dict(seed=args.seed,
-                              diff_rank_seed=args.diff_rank_seed,
-                              deterministic=args.deterministic)
+    merge_randomness(cfg, args)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
+
+
+def merge_randomness(cfg, args) -> None:
+    """``--seed``, ``--deterministic`` and ``--diff-rank-seed`` override the
+    config's ``randomness`` when given (mmaction2's tool ignores them once
+    the config sets ``randomness``); the rest of it is kept."""
+    randomness = dict(cfg.get('randomness') or {})
+    if args.seed is not None:
+        randomness['seed'] = args.seed
+    if args.deterministic:
+        randomness['deterministic'] = True
+    if args.diff_rank_seed:
+        randomness['diff_rank_seed'] = True
+    randomness.setdefault('seed', None)
+    cfg.randomness = randomness
 
 
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = build_runner(cfg)
+    used = cfg.randomness
+    runner.logger.info(
+        f'randomness: seed={runner.seed} (requested {used.get("seed")}), '
+        f'deterministic={used.get("deterministic", False)}, '
+        f'diff_rank_seed={used.get("diff_rank_seed", False)}')
     runner.train()
 
 

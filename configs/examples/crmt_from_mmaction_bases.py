@@ -4,6 +4,16 @@
 # ResNet-50, frames folded into the batch); crmt_mm adds the lines below.
 # Data: Kinetics-Sounds from tools/data/prepare_ks_vggsound.py. The
 # hyper-parameters are mmaction2's, not the paper's (see configs/crmt_ks.py).
+# ImageNet weights: the stock backbone's pretrained URL
+# (download.pytorch.org/models/resnet50-11ad3fa6.pth) is loaded by
+# init_weights() when training starts; the first run downloads it into
+# $TORCH_HOME/hub/checkpoints (~/.cache/torch/...). Offline, copy the file
+# there or set model.encoders.visual.backbone.pretrained=<local .pth>; a
+# missing file stops the run with an error naming it and the branch.
+# To start a branch from a stock mmaction2 checkpoint instead (e.g. a TSN
+# RGB model or a RecognizerAudio model with the same backbone config), add
+# init_cfg=dict(type='Pretrained', checkpoint=<file>, prefix='backbone.')
+# to that encoder (see ModalityEncoder).
 _base_ = [
     'mmaction::_base_/default_runtime.py',
     'mmaction::_base_/models/tsn_r50.py',

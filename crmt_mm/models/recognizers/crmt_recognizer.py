@@ -1,10 +1,11 @@
 """Multi-modal late-fusion recognizer with CRMT's two training phases."""
+import json
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from mmaction.registry import MODELS
 from mmengine.logging import MessageHub
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, ModuleDict
 from torch import Tensor, nn
 
 from crmt_mm.attacks import InputSpace
@@ -19,6 +20,20 @@ A_CONSTRAINTS = ('clamp', 'abs', 'none')
 # Data-sample meta keys naming a clip: rawframe datasets (frame_dir) and
 # video datasets (filename).
 CLIP_ID_KEYS = ('frame_dir', 'filename')
+
+
+def encode_identity(identity: dict) -> Tensor:
+    """A JSON-able dict -> int64 character codes (a checkpoint buffer)."""
+    text = json.dumps(identity, sort_keys=True)
+    return torch.tensor(list(text.encode('utf-8')), dtype=torch.long)
+
+
+def decode_identity(codes: Tensor) -> dict:
+    """Inverse of :func:`encode_identity`; ``{}`` for unreadable codes."""
+    try:
+        return json.loads(bytes(codes.long().tolist()).decode('utf-8'))
+    except (ValueError, TypeError):
+        return {}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,13 +59,26 @@ class CRMTRecognizer(BaseModel):
         Lipschitz estimates; zeros until estimated) are persistent buffers,
         so every checkpoint carries them and resume restores them.
 
+        Modalities are identified by name, never by their position in the
+        config: ``modalities`` is the *sorted* tuple of encoder names, and
+        every per-modality block or row (``head.fc`` column blocks, the rows
+        of ``a`` and ``tau``, cached step-2 logits, report rows) follows it.
+        A config whose ``encoders`` are listed in another order (such as the
+        key-sorted copy mmengine dumps into the work dir) builds the same
+        model. The persistent buffer ``model_identity`` records the
+        modality names, input keys, feature dims, ``num_classes`` and head
+        normalisation; loading a checkpoint that records anything else, or
+        nothing (written before this record existed), is refused with a
+        message naming both sides (see ``tools/convert_checkpoint.py``).
+
     Args:
         encoders (dict): modality name -> dict(``input_key``, ``backbone``,
-            ``feat_dim``, optional ``temporal`` and ``input_shape``), or
+            ``feat_dim``, optional ``temporal``, ``input_shape`` and
+            ``init_cfg``, see :class:`ModalityEncoder`), or
             dict(``input_key``, ``recognizer``) for a stock mmaction2
             recognizer whose preprocessor fills this input key's entry of
-            ``data_preprocessor`` unless given (:class:`StockBranch`); the
-            order fixes the modality order M.
+            ``data_preprocessor`` unless given (:class:`StockBranch`); their
+            order does not matter.
         head (dict): fusion head config (``num_classes`` required; the
             recognizer fills ``in_channels``).
         loss (dict): step-1 loss. Defaults to ``dict(type='CRMTMarginLoss')``.
@@ -109,10 +137,17 @@ class CRMTRecognizer(BaseModel):
         if a_constraint not in A_CONSTRAINTS:
             raise ValueError(f'a_constraint must be one of {A_CONSTRAINTS}, '
                              f'got {a_constraint!r}')
-        self.encoders = nn.ModuleDict()
-        for name, cfg in encoders.items():
+        # mmengine's ModuleDict (not torch's) so that init_weights() reaches
+        # every encoder and its backbone's pretrained/init_cfg.
+        self.encoders = ModuleDict()
+        for name in sorted(encoders):
+            cfg = dict(encoders[name])
+            if 'name' in cfg:
+                raise ValueError(
+                    f'encoders.{name}: remove the key name; CRMTRecognizer '
+                    'names every encoder after its key in encoders.')
             try:
-                self.encoders[name] = ModalityEncoder(**cfg)
+                self.encoders[name] = ModalityEncoder(name=name, **cfg)
             except TypeError as err:
                 raise ValueError(f'encoders.{name}: {err}') from err
         self.modalities = tuple(self.encoders)
@@ -148,10 +183,28 @@ class CRMTRecognizer(BaseModel):
         self.register_buffer('phase', torch.tensor(1, dtype=torch.long))
         self.register_buffer(
             'tau', torch.zeros(len(self.modalities), self.num_classes))
+        # int64 codes of a JSON text: buffers travel with every checkpoint,
+        # and an integer buffer survives SyncBuffersHook's mean over ranks
+        # exactly (uint8 would overflow in its sum).
+        self.register_buffer('model_identity', encode_identity(
+            self.identity()))
         self._register_load_state_dict_pre_hook(self._check_checkpoint)
 
     # Buffers that older checkpoints may lack; they keep their defaults.
     OPTIONAL_KEYS = ('phase', 'tau')
+    IDENTITY_KEY = 'model_identity'
+
+    def identity(self) -> dict:
+        """What a checkpoint must agree on: per modality (sorted by name)
+        its input key and feature dim, ``num_classes`` and the head's type
+        and row normalisation."""
+        return dict(
+            modalities=[dict(name=m, input_key=e.input_key,
+                             feat_dim=e.feat_dim)
+                        for m, e in self.encoders.items()],
+            num_classes=self.num_classes,
+            head=dict(type=type(self.head).__name__,
+                      row_norm=getattr(self.head, 'row_norm', None)))
 
     def _check_checkpoint(self, state_dict, prefix, local_metadata, strict,
                           missing_keys, unexpected_keys, error_msgs) -> None:
@@ -161,9 +214,11 @@ class CRMTRecognizer(BaseModel):
         random weights for every missing key; a CRMT run resumed from a JT
         checkpoint (or one with another number of classes) must fail.
         """
-        own = {k: v.shape for k, v in self.state_dict().items()}
+        own = {k: v.shape for k, v in self.state_dict().items()
+               if k != self.IDENTITY_KEY}
         given = {k[len(prefix):]: v.shape for k, v in state_dict.items()
-                 if k.startswith(prefix)}
+                 if k.startswith(prefix) and
+                 k != prefix + self.IDENTITY_KEY}
         missing = sorted(k for k in own if k not in given and
                          k not in self.OPTIONAL_KEYS)
         unexpected = sorted(k for k in given if k not in own)
@@ -178,6 +233,29 @@ class CRMTRecognizer(BaseModel):
                 f'{unexpected[:8]}; shape mismatches: {mismatched[:8]}. Use a '
                 'checkpoint of the same config, or initialise only the '
                 "encoders with init_cfg=dict(type='Pretrained', ...).")
+        recorded = state_dict.get(prefix + self.IDENTITY_KEY)
+        if recorded is None:
+            raise ValueError(
+                'checkpoint has no model_identity record: it was written '
+                'before crmt_mm recorded which modality each head block and '
+                'each row of head.integration and tau belongs to (they are in '
+                "the order of the training config's encoders, which is not "
+                'stored), so loading it could silently swap modalities. '
+                'Convert it once: python tools/convert_checkpoint.py CONFIG '
+                'IN.pth OUT.pth --order <encoder names, comma-separated, in '
+                'the order of the original config file the run was trained '
+                "with; not the work-dir copy, which mmengine sorts>. This "
+                f'model: {self.identity()}.')
+        theirs = decode_identity(recorded)
+        ours = decode_identity(encode_identity(self.identity()))
+        if theirs != ours:
+            diff = [f'{k}: checkpoint {theirs.get(k)!r} vs model '
+                    f'{ours.get(k)!r}' for k in sorted(set(theirs) | set(ours))
+                    if theirs.get(k) != ours.get(k)]
+            raise ValueError(
+                'checkpoint was written by another model (its '
+                'model_identity differs): ' + '; '.join(diff) + '. Use the '
+                'config of the run that wrote it.')
 
     # ------------------------------------------------------------------
     # The contract used by hooks, loops, attacks and certification.
