@@ -24,6 +24,10 @@ Ratios written to ``--out`` (JSON):
   over the JT iteration's (goal <= 1.3); each measured in its own process
 - ``loader_vs_train_throughput``: AV-Digits loader samples/s over the
   model's training samples/s (>= 1 means loading does not starve training)
+- ``smoothing_vs_forward`` (``--smoothing``, only this block): noisy copies/s
+  of randomized-smoothing CERTIFY over samples/s of the plain batched
+  forward (goal >= 0.8), and the seconds per clip at n = 1,000
+  (``--smoothing-clip-n``), extrapolated to n = 100,000
 """
 import argparse
 import json
@@ -411,6 +415,77 @@ GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.1),
              loader_vs_train_throughput=('>=', 1.0))
 
 
+# ---------------------------------------------------------------- smoothing
+#: Base model configs of the randomized-smoothing block.
+SMOOTHING_MODELS = dict(avdigits='configs/_base_/models/crmt_avdigits.py',
+                        resnet18='configs/_base_/models/crmt_resnet18_av.py')
+GOALS['smoothing_vs_forward'] = ('>=', 0.8)
+
+
+def smoothing_model(kind: str, full_res: bool):
+    """The AV-Digits or 2 x ResNet-18 recognizer for the smoothing block;
+    ResNet-18 at the CPU-friendly size of :func:`build_model` unless
+    ``full_res`` (the Kinetics-Sounds input size)."""
+    import crmt_mm  # noqa: F401
+    from mmaction.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmaction')
+    cfg = Config.fromfile(osp.join(ROOT, SMOOTHING_MODELS[kind])).model
+    cfg.pop('data_preprocessor')
+    if kind == 'resnet18' and not full_res:
+        cfg.encoders.visual.input_shape = (3, 3, 64, 64)
+        cfg.encoders.audio.input_shape = (1, 256, 64)
+    torch.manual_seed(0)
+    return MODELS.build(cfg).to(DEVICE).eval()
+
+
+def bench_smoothing(kind, batch, repeats, full_res=False, clip_n=1000,
+                    clip_n0=100):
+    """``smoothing_vs_forward``: copies/s of CERTIFY (one clip, n0 = batch,
+    n = 3 x batch, ``batch_size=batch``: 4 forwards of ``batch`` noisy
+    copies) over samples/s of the plain batched forward of ``batch``
+    clips; then the seconds per clip at n0 = ``clip_n0``, n = ``clip_n``
+    (``clip_n=0`` skips it), extrapolated linearly in the number of
+    forwards to n = 100,000."""
+    from crmt_mm.certification import GaussianSmoothingCertifier
+    model = smoothing_model(kind, full_res)
+    x, _ = make_batch(model, batch)
+    one = {m: v[:1] for m, v in x.items()}
+    certifier = GaussianSmoothingCertifier(
+        modality=model.modalities[-1], sigma=0.25, n0=batch, n=3 * batch,
+        batch_size=batch)
+
+    def forward():
+        with torch.no_grad():
+            model.fused_logits(x)
+
+    t = interleaved(dict(
+        forward=forward,
+        certify=lambda: certifier.certify(model.fused_logits, one, [0])),
+        repeats)
+    result = dict(smoothing_model=kind, smoothing_full_res=full_res,
+                  smoothing_batch=batch, smoothing_forward_s=t['forward'],
+                  smoothing_certify_4_forwards_s=t['certify'],
+                  smoothing_vs_forward=4 * t['forward'] / t['certify'])
+    if clip_n:
+        clip = GaussianSmoothingCertifier(
+            modality=model.modalities[-1], sigma=0.25, n0=clip_n0,
+            n=clip_n, batch_size=batch)
+        synchronize()
+        start = time.perf_counter()
+        clip.certify(model.fused_logits, one, [0])
+        synchronize()
+        seconds = time.perf_counter() - start
+        per_forward = seconds / (-(-clip_n0 // batch) - (-clip_n // batch))
+        result.update(
+            smoothing_clip_n0=clip_n0, smoothing_clip_n=clip_n,
+            smoothing_seconds_per_clip=seconds,
+            smoothing_seconds_per_clip_n100000_extrapolated=per_forward * (
+                -(-clip_n0 // batch) - (-100_000 // batch)))
+    return result
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='crmt_mm cost ratios')
     parser.add_argument('--quick', action='store_true',
@@ -422,6 +497,15 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu',
                         help="'cpu' or 'cuda' (peak memory is CPU-only)")
     parser.add_argument('--out', default=None, help='write JSON here')
+    parser.add_argument('--smoothing', action='store_true',
+                        help='run only the randomized-smoothing block '
+                        '(smoothing_vs_forward, seconds per clip)')
+    parser.add_argument('--smoothing-full-res', action='store_true',
+                        help='smoothing block on ResNet-18 at the '
+                        'Kinetics-Sounds input size')
+    parser.add_argument('--smoothing-clip-n', type=int, default=1000,
+                        help='n of the seconds-per-clip measurement '
+                        '(0 skips it)')
     return parser.parse_args(argv)
 
 
@@ -450,11 +534,15 @@ def main(argv=None):
     ]
     if DEVICE.type == 'cpu':  # RSS sampling measures host memory only
         steps.append(('memory', lambda: bench_memory(kind, batch)))
+    if args.smoothing:
+        steps = [('smoothing', lambda: bench_smoothing(
+            kind, batch, repeats, args.smoothing_full_res,
+            args.smoothing_clip_n))]
     for name, step in steps:
         start = time.perf_counter()
         result.update(step())
         print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
-    if kind == 'avdigits':
+    if kind == 'avdigits' and not args.smoothing:
         result.update(bench_loader(batch, batch / result['jt_iter_s']))
     print('\n| ratio | value | goal | met |\n|---|---|---|---|')
     for key, (op, bound) in GOALS.items():
