@@ -445,9 +445,10 @@ def bench_smoothing(kind, batch, repeats, full_res=False, clip_n=1000,
     """``smoothing_vs_forward``: copies/s of CERTIFY (one clip, n0 = batch,
     n = 3 x batch, ``batch_size=batch``: 4 forwards of ``batch`` noisy
     copies) over samples/s of 4 plain batched forwards of ``batch`` clips
-    (equal work on both sides, so that load drift hits them alike); then the seconds per clip at n0 = ``clip_n0``, n = ``clip_n``
-    (``clip_n=0`` skips it), extrapolated linearly in the number of
-    forwards to n = 100,000."""
+    (equal work on both sides, so that load drift hits them alike); then
+    the seconds per clip at n0 = ``clip_n0``, n = ``clip_n`` (``clip_n=0``
+    skips it), extrapolated linearly in the number of forwards to
+    n = 100,000."""
     from crmt_mm.certification import GaussianSmoothingCertifier
     model = smoothing_model(kind, full_res)
     x, _ = make_batch(model, batch)
