@@ -439,7 +439,9 @@ class GaussianSmoothingCertifier:
                 top = first.argmax()  # ties: the lowest class index
                 second = self._counts(forward, x, i, idx, ESTIMATION, self.n)
                 selected.append(top)
-                hits.append(second[top])
+                # gather, not second[top]: indexing with a 0-d CUDA tensor
+                # would read it back to the host on every sample.
+                hits.append(second.gather(0, top.reshape(1)).squeeze(0))
                 counts.append(second)
         # The only host transfer: the final counts of the whole batch.
         selected = torch.stack(selected).cpu()
