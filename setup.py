@@ -19,6 +19,7 @@ setup(
         'setuptools<82',
         'numpy',
         'scikit-learn',
+        'scipy',
         'matplotlib',
     ],
     extras_require={

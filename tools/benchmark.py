@@ -29,6 +29,10 @@ Ratios written to ``--out`` (JSON):
   nested, over every member on every clip at every budget (goal <= 0.4,
   identical per-sample outcomes asserted); plus
   ``strong_standard_s_per_1000_clips_<model>``
+- ``smoothing_vs_forward`` (``--smoothing``, only this block): noisy copies/s
+  of randomized-smoothing CERTIFY over samples/s of the plain batched
+  forward (goal >= 0.8), and the seconds per clip at n = 1,000
+  (``--smoothing-clip-n``), extrapolated to n = 100,000
 """
 import argparse
 import json
@@ -639,6 +643,83 @@ GOALS = dict(crmt_vs_jt_iter=('<=', 1.05), at_vs_ideal_iter=('<=', 1.1),
              strong_eval_vs_naive=('<=', 0.4))
 
 
+# ---------------------------------------------------------------- smoothing
+#: Base model configs of the randomized-smoothing block.
+SMOOTHING_MODELS = dict(avdigits='configs/_base_/models/crmt_avdigits.py',
+                        resnet18='configs/_base_/models/crmt_resnet18_av.py')
+GOALS['smoothing_vs_forward'] = ('>=', 0.8)
+
+
+def smoothing_model(kind: str, full_res: bool):
+    """The AV-Digits or 2 x ResNet-18 recognizer for the smoothing block;
+    ResNet-18 at the CPU-friendly size of :func:`build_model` unless
+    ``full_res`` (the Kinetics-Sounds input size)."""
+    import crmt_mm  # noqa: F401
+    from mmaction.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmaction')
+    cfg = Config.fromfile(osp.join(ROOT, SMOOTHING_MODELS[kind])).model
+    cfg.pop('data_preprocessor')
+    if kind == 'resnet18' and not full_res:
+        cfg.encoders.visual.input_shape = (3, 3, 64, 64)
+        cfg.encoders.audio.input_shape = (1, 256, 64)
+    torch.manual_seed(0)
+    return MODELS.build(cfg).to(DEVICE).eval()
+
+
+def bench_smoothing(kind, batch, repeats, full_res=False, clip_n=1000,
+                    clip_n0=100):
+    """``smoothing_vs_forward``: copies/s of CERTIFY (one clip, n0 = batch,
+    n = 3 x batch, ``batch_size=batch``: 4 forwards of ``batch`` noisy
+    copies) over samples/s of 4 plain batched forwards of ``batch`` clips
+    (equal work on both sides, so that load drift hits them alike); then
+    the seconds per clip at n0 = ``clip_n0``, n = ``clip_n`` (``clip_n=0``
+    skips it), extrapolated linearly in the number of forwards to
+    n = 100,000."""
+    from crmt_mm.certification import GaussianSmoothingCertifier
+    model = smoothing_model(kind, full_res)
+    x, _ = make_batch(model, batch)
+    one = {m: v[:1] for m, v in x.items()}
+    certifier = GaussianSmoothingCertifier(
+        modality=model.modalities[-1], sigma=0.25, n0=batch, n=3 * batch,
+        batch_size=batch)
+
+    def forward():
+        with torch.no_grad():
+            for _ in range(4):
+                model.fused_logits(x)
+
+    t = interleaved(dict(
+        forward=forward,
+        certify=lambda: certifier.certify(model.fused_logits, one, [0])),
+        repeats)
+    result = dict(smoothing_model=kind, smoothing_full_res=full_res,
+                  smoothing_batch=batch,
+                  smoothing_4_forwards_s=t['forward'],
+                  smoothing_certify_4_forwards_s=t['certify'],
+                  smoothing_vs_forward=t['forward'] / t['certify'])
+    print(f'  smoothing_vs_forward {result["smoothing_vs_forward"]:.3f} '
+          f'(4 forwards {t["forward"]:.3f}s, certify {t["certify"]:.3f}s)',
+          flush=True)  # before the long per-clip measurement
+    if clip_n:
+        clip = GaussianSmoothingCertifier(
+            modality=model.modalities[-1], sigma=0.25, n0=clip_n0,
+            n=clip_n, batch_size=batch)
+        synchronize()
+        start = time.perf_counter()
+        clip.certify(model.fused_logits, one, [0])
+        synchronize()
+        seconds = time.perf_counter() - start
+        per_forward = seconds / (-(-clip_n0 // batch) - (-clip_n // batch))
+        result.update(
+            smoothing_clip_n0=clip_n0, smoothing_clip_n=clip_n,
+            smoothing_seconds_per_clip=seconds,
+            smoothing_seconds_per_clip_n100000_extrapolated=per_forward * (
+                -(-clip_n0 // batch) - (-100_000 // batch)))
+    return result
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='crmt_mm cost ratios')
     parser.add_argument('--quick', action='store_true',
@@ -672,6 +753,15 @@ def parse_args(argv=None):
     parser.add_argument('--dataset-ranks', type=int, default=1,
                         help='gloo processes sharing the --dataset-scale '
                         'check')
+    parser.add_argument('--smoothing', action='store_true',
+                        help='run only the randomized-smoothing block '
+                        '(smoothing_vs_forward, seconds per clip)')
+    parser.add_argument('--smoothing-full-res', action='store_true',
+                        help='smoothing block on ResNet-18 at the '
+                        'Kinetics-Sounds input size')
+    parser.add_argument('--smoothing-clip-n', type=int, default=1000,
+                        help='n of the seconds-per-clip measurement '
+                        '(0 skips it)')
     return parser.parse_args(argv)
 
 
@@ -716,11 +806,16 @@ def main(argv=None):
         steps = strong[1:]
     elif args.strong_eval == 'on':
         steps += strong
+    if args.smoothing:
+        steps = [('smoothing', lambda: bench_smoothing(
+            kind, batch, repeats, args.smoothing_full_res,
+            args.smoothing_clip_n))]
     for name, step in steps:
         start = time.perf_counter()
         result.update(step())
         print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
-    if kind == 'avdigits' and args.strong_eval not in ('only', 'cost'):
+    if kind == 'avdigits' and args.strong_eval not in ('only', 'cost') \
+            and not args.smoothing:
         result.update(bench_loader(batch, batch / result['jt_iter_s']))
     print('\n| ratio | value | goal | met |\n|---|---|---|---|')
     for key, (op, bound) in GOALS.items():

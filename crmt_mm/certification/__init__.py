@@ -1,6 +1,14 @@
-"""Certified robustness maths in plain torch: radii and Lipschitz estimates."""
+"""Certified robustness: CRMT's empirical radii and Lipschitz estimates
+(plain torch), and sound randomized-smoothing certificates."""
 from .lipschitz import estimate_tau, estimate_tau_on_loader
 from .radius import certified_radius, margin_matrix, modality_radii
+from .smoothing import (Certificate, GaussianSmoothingCertifier,
+                        SmoothedPrediction, binomial_two_sided_p,
+                        certified_accuracy, clopper_pearson_lower,
+                        noise_seed, sample_indices)
 
 __all__ = ['certified_radius', 'modality_radii', 'margin_matrix',
-           'estimate_tau', 'estimate_tau_on_loader']
+           'estimate_tau', 'estimate_tau_on_loader',
+           'GaussianSmoothingCertifier', 'Certificate', 'SmoothedPrediction',
+           'clopper_pearson_lower', 'binomial_two_sided_p',
+           'certified_accuracy', 'noise_seed', 'sample_indices']
