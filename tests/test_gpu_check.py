@@ -61,3 +61,14 @@ def test_train_amp_command_builds_the_intended_config(tmp_path):
     assert cfg.train_dataloader.dataset.ann_file == str(
         tmp_path / 'avdigits' / 'avdigits_train.txt')
     assert commands['robust_eval'][3].endswith('epoch_2.pth')
+
+
+def test_robust_eval_command_builds_the_intended_config(tmp_path):
+    gpu_check, test = load_tool('gpu_check'), load_tool('test')
+    from mmengine.config import Config
+    argv = gpu_check.build_commands(str(tmp_path))['robust_eval'][2:]
+    args = test.parse_args(argv)
+    cfg = test.merge_args(Config.fromfile(osp.join(ROOT, args.config)), args)
+    assert cfg.test_cfg.type == 'RobustTestLoop'
+    assert cfg.test_dataloader.dataset.ann_file == str(
+        tmp_path / 'avdigits' / 'avdigits_test.txt')

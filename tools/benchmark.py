@@ -21,6 +21,9 @@ Ratios written to ``--out`` (JSON):
 - ``tau_batched_vs_loop``: ``estimate_tau(class_chunk=C)`` (C one-hot
   cotangents per ``is_grads_batched`` backward) / the per-class loop, best
   of ``--tau-chunks`` (< 1 means batching helps; per-C keys too)
+- ``cost_model``: per-sample unit costs (JT / CRMT step, eval forward,
+  tau forward + input-VJP) and the whole-run CRMT-over-JT overhead for KS
+  (K = 31) and VGGSound (K = 309) at 140 + 45 epochs, by tau fraction
 - ``phase2_vs_phase1_epoch``: step-2 epoch on cached logits / step-1 epoch
   (goal <= 0.1); ``phase2_streaming_vs_phase1_epoch`` for the streaming mode
 - ``pgd_vs_ideal``: L2 PGD evaluation with k steps / ((k + 1) x one
@@ -237,6 +240,73 @@ def bench_tau_batched(kind, batch, num_batches, repeats, chunks):
         out[f'tau_batched_max_rel_diff_c{c}'] = float(rel)
     out['tau_batched_vs_loop'] = min(
         out[f'tau_batched_vs_loop_c{c}'] for c in chunks)
+    return out
+
+
+#: Whole-run settings of the cost model: (training clips, K, step-1 epochs,
+#: step-2 epochs); the paper's schedule, VGGSound with the KS schedule.
+RUNS = dict(ks=(20715, 31, 140, 45), vggsound=(183730, 309, 140, 45))
+TAU_FRACTIONS = (1.0, 0.25, 0.1, 0.05, 0.01)
+
+
+def bench_cost_model(kind, batch, repeats):
+    """Per-sample unit costs and the whole-run CRMT / JT wall-time model.
+
+    Units (seconds per sample, medians): a JT and a CRMT-JT training step,
+    a no-grad eval forward (step 2's logit cache), and tau with the
+    per-class loop, split into forward + K input-VJPs so that it can be
+    scaled to another K. Whole run, evaluation excluded (the same for JT
+    and CRMT, so leaving it out gives the largest relative overhead):
+    JT = E1 N t_jt; CRMT = E1 N t_crmt + f N (t_graph_fwd + K t_vjp) +
+    N t_fwd + E2 (cached step-2 epoch, measured as ~0 by ``phase2``).
+    """
+    from crmt_mm.certification import estimate_tau
+    jt = build_model(kind, 'concat')
+    crmt = build_model(kind, 'crmt')
+    x, y = make_batch(crmt, batch)
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+            for k, m in (('jt', jt), ('crmt', crmt))}
+
+    def graph_forward():
+        with torch.enable_grad():
+            xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
+            crmt.modality_logits(xs)
+
+    def eval_forward():
+        with torch.no_grad():
+            crmt.modality_logits(x)
+
+    def tau_loop():
+        estimate_tau(crmt.modality_logits, [x], crmt.modalities,
+                     crmt.num_classes)
+
+    def train(name, model):
+        model.train()
+        train_step(model, opts[name], x, y)
+        model.eval()
+
+    crmt.eval()
+    t = interleaved(dict(jt=lambda: train('jt', jt),
+                         crmt=lambda: train('crmt', crmt),
+                         graph=graph_forward, fwd=eval_forward,
+                         tau=tau_loop), repeats)
+    unit = {k: v / batch for k, v in t.items()}
+    k_model = crmt.num_classes
+    vjp = max(unit['tau'] - unit['graph'], 0.0) / k_model
+    out = dict({f'unit_{k}_s_per_sample': v for k, v in unit.items()},
+               unit_vjp_s_per_sample=vjp, cost_model={})
+    for run, (clips, classes, e1, e2) in RUNS.items():
+        jt_s = e1 * clips * unit['jt']
+        base = e1 * clips * unit['crmt'] + clips * unit['fwd']
+        tau_full = clips * (unit['graph'] + classes * vjp)
+        rows = {str(f): dict(tau_epochs=f * tau_full / (clips * unit['jt']),
+                             overhead=(base + f * tau_full) / jt_s - 1)
+                for f in TAU_FRACTIONS}
+        out['cost_model'][run] = dict(
+            clips=clips, num_classes=classes, step1_epochs=e1,
+            step2_epochs=e2, jt_hours=jt_s / 3600,
+            step1_overhead=unit['crmt'] / unit['jt'] - 1,
+            cache_epochs=unit['fwd'] / unit['jt'], by_tau_fraction=rows)
     return out
 
 
@@ -466,7 +536,8 @@ def parse_args(argv=None):
                         help='class chunks for tau_batched_vs_loop')
     parser.add_argument('--only', default=None,
                         help='comma-separated steps to run (iterations, tau, '
-                        'tau_batched, phase2, pgd, memory, loader)')
+                        'tau_batched, cost_model, phase2, pgd, memory, '
+                        'loader)')
     return parser.parse_args(argv)
 
 
@@ -492,6 +563,8 @@ def main(argv=None):
         ('tau_batched', lambda: bench_tau_batched(
             kind, batch // 2, 1, max(2, repeats // 3),
             [int(c) for c in args.tau_chunks.split(',')])),
+        ('cost_model', lambda: bench_cost_model(kind, batch // 2,
+                                                max(2, repeats // 2))),
         ('phase2', lambda: bench_phase2(kind, batch, 4,
                                         max(3, repeats // 2))),
         ('pgd', lambda: bench_pgd(kind, batch, repeats)),
