@@ -1,9 +1,16 @@
-"""Clear errors for misspelled config keys of crmt_mm modules."""
+"""Small helpers shared across crmt_mm: clear errors for misspelled config
+keys, an eval-mode context that restores every module's flag, and progress
+lines with an ETA."""
+import contextlib
 import difflib
 import functools
 import inspect
+import time
+from typing import Callable, Optional
 
-__all__ = ['reject_unknown_keys']
+from torch import nn
+
+__all__ = ['reject_unknown_keys', 'eval_mode', 'Progress', 'format_seconds']
 
 
 def reject_unknown_keys(cls: type) -> type:
@@ -55,3 +62,80 @@ def reject_unknown_keys(cls: type) -> type:
 
     cls.__init__ = checked_init
     return cls
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode for the block; every submodule's flag restored afterwards.
+
+    Restoring the exact per-module flags (rather than calling
+    ``model.train(previous)``) keeps deliberately mixed states, e.g. the
+    phase-2 recognizer whose encoders stay in eval mode during training.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def format_seconds(seconds: float) -> str:
+    """``'1:02:03'`` / ``'2:03'`` / ``'4.2s'``."""
+    if seconds < 60:
+        return f'{seconds:.1f}s'
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}:{minutes:02d}:{secs:02d}' if hours \
+        else f'{minutes}:{secs:02d}'
+
+
+class Progress:
+    """When to print a progress line and what it says.
+
+    A line is due after the first batch, every ``every`` batches (default
+    ``max(1, total // 10)``), when ``seconds`` passed since the last line,
+    and after the last batch.
+
+    Args:
+        total (int, optional): batches of the pass; None for an iterable
+            without a length (no ETA, no every-10 % lines).
+        every (int, optional): batches between lines. Defaults to None
+            (``max(1, total // 10)``).
+        seconds (float): longest silence between lines, in seconds.
+            Defaults to 30.
+        clock (callable): seconds now. Defaults to ``time.perf_counter``.
+    """
+
+    def __init__(self, total: Optional[int], every: Optional[int] = None,
+                 seconds: float = 30.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if every is not None and (isinstance(every, bool) or
+                                  not isinstance(every, int) or every < 1):
+            raise ValueError(f'every must be None or an int >= 1, got '
+                             f'{every!r}')
+        self.total = None if total is None else int(total)
+        self.every = every if every is not None else (
+            max(1, self.total // 10) if self.total else None)
+        self.seconds = float(seconds)
+        self.clock = clock
+        self.start = self.last = clock()
+
+    def due(self, done: int) -> bool:
+        """True if a line is due after ``done`` batches."""
+        now = self.clock()
+        if done in (1, self.total) or now - self.last >= self.seconds or \
+                (self.every is not None and done % self.every == 0):
+            self.last = now
+            return True
+        return False
+
+    def line(self, done: int) -> str:
+        """``'[3/10] 2.1s elapsed, ETA 4.9s'``."""
+        elapsed = self.clock() - self.start
+        if self.total is None:
+            return f'[{done}] {format_seconds(elapsed)} elapsed'
+        eta = elapsed / max(done, 1) * max(self.total - done, 0)
+        return (f'[{done}/{self.total}] {format_seconds(elapsed)} elapsed, '
+                f'ETA {format_seconds(eta)}')

@@ -12,10 +12,18 @@ Ratios written to ``--out`` (JSON):
 
 - ``crmt_vs_jt_iter``: CRMT-JT step-1 iteration / JT iteration (goal <= 1.05)
 - ``at_vs_ideal_iter``: CRMT-AT iteration / ((k + 1) x JT iteration)
-- ``tau_speedup``: reference-style tau (one ``.backward()`` per class on
-  the fused logit, parameter gradients accumulated) / crmt_mm's
-  ``estimate_tau`` (input-only VJPs) (goal >= 2); ``tau_max_abs_diff``
-  checks crmt_mm against the correct per-class, per-modality definition
+- ``tau_speedup``: the reference's tau algorithm (one forward per batch,
+  then per class ``.backward(retain_graph=True)`` of the fused logit,
+  parameter gradients filled) / crmt_mm's ``estimate_tau`` (one forward,
+  input-only VJPs) (goal >= 2 on CPU: that is the limit of input-only VJPs
+  against full backwards); ``tau_max_abs_diff`` checks crmt_mm against the
+  correct per-class, per-modality definition
+- ``tau_batched_vs_loop``: ``estimate_tau(class_chunk=C)`` (C one-hot
+  cotangents per ``is_grads_batched`` backward) / the per-class loop, best
+  of ``--tau-chunks`` (< 1 means batching helps; per-C keys too)
+- ``cost_model``: per-sample unit costs (JT / CRMT step, eval forward,
+  tau forward + input-VJP) and the whole-run CRMT-over-JT overhead for KS
+  (K = 31) and VGGSound (K = 309) at 140 + 45 epochs, by tau fraction
 - ``phase2_vs_phase1_epoch``: step-2 epoch on cached logits / step-1 epoch
   (goal <= 0.1); ``phase2_streaming_vs_phase1_epoch`` for the streaming mode
 - ``pgd_vs_ideal``: L2 PGD evaluation with k steps / ((k + 1) x one
@@ -154,18 +162,23 @@ def bench_iterations(kind, batch, repeats):
 
 
 def tau_reference_style(model, batches):
-    """The straightforward method: per class, ``.backward()`` of the summed
-    fused logit h_k, parameter gradients accumulated, input gradients read
-    (the reference's cost; its three bugs are not reproduced)."""
+    """The reference's algorithm (``get_lip``): per batch one forward, then
+    per class a ``.backward(retain_graph=True)`` of the batch-summed fused
+    logit h_k, which fills every parameter gradient, and the per-sample
+    norms of the input gradients. Its three bugs are not reproduced (input
+    gradients are cleared per class, both rows are read, and the norm is
+    divided by a_k^(m) to give tau of z); the cost is the same."""
     a = model.integration_weights().detach()
     tau = torch.zeros_like(a)
     for x in batches:
+        xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
+        fused = model.fused_logits(xs)
         for k in range(model.num_classes):
-            xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
-            model.fused_logits(xs)[:, k].sum().backward()
+            fused[:, k].sum().backward(retain_graph=k < model.num_classes - 1)
             for i, m in enumerate(model.modalities):
                 norms = xs[m].grad.flatten(1).norm(dim=1) / a[i, k]
                 tau[i, k] = torch.maximum(tau[i, k], norms.max())
+                xs[m].grad = None
     model.zero_grad(set_to_none=True)
     return tau
 
@@ -210,6 +223,103 @@ def bench_tau(kind, batch, num_batches, repeats):
                 tau_max_abs_diff=float(diff),
                 tau_samples_per_s=rate,
                 tau_ks_full_estimate_s=ks_seconds)
+
+
+def bench_tau_batched(kind, batch, num_batches, repeats, chunks):
+    """``estimate_tau`` with C classes per batched backward against the
+    per-class loop (``tau_batched_vs_loop_c{C}`` = batched / loop time, < 1
+    is faster; ``tau_batched_vs_loop`` the best C) and the largest relative
+    difference of the two estimates."""
+    from crmt_mm.certification import estimate_tau
+    model = build_model(kind, 'crmt').eval()
+    batches = [make_batch(model, batch, seed)[0]
+               for seed in range(num_batches)]
+    chunks = sorted({min(c, model.num_classes) for c in chunks if c > 1})
+
+    def run(chunk):
+        return estimate_tau(model.modality_logits, batches, model.modalities,
+                            model.num_classes, class_chunk=chunk)['tau']
+
+    fns = dict(loop=lambda: run(None))
+    fns.update({f'c{c}': (lambda c=c: run(c)) for c in chunks})
+    t = interleaved(fns, repeats, warmup=1)
+    loop = run(None)
+    out = dict(tau_loop_s=t['loop'])
+    for c in chunks:
+        rel = ((run(c) - loop).abs() / loop.abs().clamp_min(1e-30)).max()
+        out[f'tau_batched_c{c}_s'] = t[f'c{c}']
+        out[f'tau_batched_vs_loop_c{c}'] = t[f'c{c}'] / t['loop']
+        out[f'tau_batched_max_rel_diff_c{c}'] = float(rel)
+    out['tau_batched_vs_loop'] = min(
+        out[f'tau_batched_vs_loop_c{c}'] for c in chunks)
+    return out
+
+
+#: Whole-run settings of the cost model: (training clips, K, step-1 epochs,
+#: step-2 epochs); the paper's schedule, VGGSound with the KS schedule.
+RUNS = dict(ks=(20715, 31, 140, 45), vggsound=(183730, 309, 140, 45))
+TAU_FRACTIONS = (1.0, 0.25, 0.1, 0.05, 0.01)
+
+
+def bench_cost_model(kind, batch, repeats):
+    """Per-sample unit costs and the whole-run CRMT / JT wall-time model.
+
+    Units (seconds per sample, medians): a JT and a CRMT-JT training step,
+    a no-grad eval forward (step 2's logit cache), and tau with the
+    per-class loop, split into forward + K input-VJPs so that it can be
+    scaled to another K. Whole run, evaluation excluded (the same for JT
+    and CRMT, so leaving it out gives the largest relative overhead):
+    JT = E1 N t_jt; CRMT = E1 N t_crmt + f N (t_graph_fwd + K t_vjp) +
+    N t_fwd + E2 (cached step-2 epoch, measured as ~0 by ``phase2``).
+    """
+    from crmt_mm.certification import estimate_tau
+    jt = build_model(kind, 'concat')
+    crmt = build_model(kind, 'crmt')
+    x, y = make_batch(crmt, batch)
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+            for k, m in (('jt', jt), ('crmt', crmt))}
+
+    def graph_forward():
+        with torch.enable_grad():
+            xs = {m: v.detach().requires_grad_(True) for m, v in x.items()}
+            crmt.modality_logits(xs)
+
+    def eval_forward():
+        with torch.no_grad():
+            crmt.modality_logits(x)
+
+    def tau_loop():
+        estimate_tau(crmt.modality_logits, [x], crmt.modalities,
+                     crmt.num_classes)
+
+    def train(name, model):
+        model.train()
+        train_step(model, opts[name], x, y)
+        model.eval()
+
+    crmt.eval()
+    t = interleaved(dict(jt=lambda: train('jt', jt),
+                         crmt=lambda: train('crmt', crmt),
+                         graph=graph_forward, fwd=eval_forward,
+                         tau=tau_loop), repeats)
+    unit = {k: v / batch for k, v in t.items()}
+    k_model = crmt.num_classes
+    vjp = max(unit['tau'] - unit['graph'], 0.0) / k_model
+    out = dict({f'unit_{k}_s_per_sample': v for k, v in unit.items()},
+               unit_vjp_s_per_sample=vjp, cost_model={})
+    for run, (clips, classes, e1, e2) in RUNS.items():
+        jt_s = e1 * clips * unit['jt']
+        base = e1 * clips * unit['crmt'] + clips * unit['fwd']
+        tau_full = clips * (unit['graph'] + classes * vjp)
+        rows = {str(f): dict(tau_epochs=f * tau_full / (clips * unit['jt']),
+                             overhead=(base + f * tau_full) / jt_s - 1)
+                for f in TAU_FRACTIONS}
+        out['cost_model'][run] = dict(
+            clips=clips, num_classes=classes, step1_epochs=e1,
+            step2_epochs=e2, jt_hours=jt_s / 3600,
+            step1_overhead=unit['crmt'] / unit['jt'] - 1,
+            cache_epochs=unit['fwd'] / unit['jt'], by_tau_fraction=rows)
+    return out
 
 
 def bench_phase2(kind, batch, num_batches, repeats):
@@ -762,6 +872,12 @@ def parse_args(argv=None):
     parser.add_argument('--smoothing-clip-n', type=int, default=1000,
                         help='n of the seconds-per-clip measurement '
                         '(0 skips it)')
+    parser.add_argument('--tau-chunks', default='4,8,16,32',
+                        help='class chunks for tau_batched_vs_loop')
+    parser.add_argument('--only', default=None,
+                        help='comma-separated steps to run (iterations, tau, '
+                        'tau_batched, cost_model, phase2, pgd, memory, '
+                        'loader)')
     return parser.parse_args(argv)
 
 
@@ -790,6 +906,11 @@ def main(argv=None):
         ('iterations', lambda: bench_iterations(kind, batch, repeats)),
         ('tau', lambda: bench_tau(kind, batch // 2, 2,
                                   max(2, repeats // 3))),
+        ('tau_batched', lambda: bench_tau_batched(
+            kind, batch // 2, 1, max(2, repeats // 3),
+            [int(c) for c in args.tau_chunks.split(',')])),
+        ('cost_model', lambda: bench_cost_model(kind, batch // 2,
+                                                max(2, repeats // 2))),
         ('phase2', lambda: bench_phase2(kind, batch, 4,
                                         max(3, repeats // 2))),
         ('pgd', lambda: bench_pgd(kind, batch, repeats)),
@@ -810,12 +931,15 @@ def main(argv=None):
         steps = [('smoothing', lambda: bench_smoothing(
             kind, batch, repeats, args.smoothing_full_res,
             args.smoothing_clip_n))]
+    only = None if args.only is None else set(args.only.split(','))
     for name, step in steps:
+        if only is not None and name not in only:
+            continue
         start = time.perf_counter()
         result.update(step())
         print(f'  {name}: {time.perf_counter() - start:.1f}s', flush=True)
     if kind == 'avdigits' and args.strong_eval not in ('only', 'cost') \
-            and not args.smoothing:
+            and not args.smoothing and (only is None or 'loader' in only):
         result.update(bench_loader(batch, batch / result['jt_iter_s']))
     print('\n| ratio | value | goal | met |\n|---|---|---|---|')
     for key, (op, bound) in GOALS.items():

@@ -1,6 +1,7 @@
 """Certified robustness: CRMT's empirical radii and Lipschitz estimates
 (plain torch), and sound randomized-smoothing certificates."""
-from .lipschitz import estimate_tau, estimate_tau_on_loader
+from .lipschitz import (AUTO_CUDA_CLASS_CHUNK, estimate_tau,
+                        estimate_tau_on_loader)
 from .radius import certified_radius, margin_matrix, modality_radii
 from .smoothing import (Certificate, GaussianSmoothingCertifier,
                         SmoothedPrediction, binomial_two_sided_p,
@@ -8,7 +9,7 @@ from .smoothing import (Certificate, GaussianSmoothingCertifier,
                         noise_seed, sample_indices)
 
 __all__ = ['certified_radius', 'modality_radii', 'margin_matrix',
-           'estimate_tau', 'estimate_tau_on_loader',
+           'estimate_tau', 'estimate_tau_on_loader', 'AUTO_CUDA_CLASS_CHUNK',
            'GaussianSmoothingCertifier', 'Certificate', 'SmoothedPrediction',
            'clopper_pearson_lower', 'binomial_two_sided_p',
            'certified_accuracy', 'noise_seed', 'sample_indices']

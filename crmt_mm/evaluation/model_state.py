@@ -9,22 +9,7 @@ from typing import Dict
 
 from torch import Tensor, nn
 
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for the block; every submodule's flag restored afterwards.
-
-    Restoring the exact per-module flags (rather than calling
-    ``model.train(previous)``) keeps deliberately mixed states, e.g. the
-    phase-2 recognizer whose encoders stay in eval mode during training.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
+from crmt_mm.utils import eval_mode  # noqa: F401  (part of this module's API)
 
 
 @contextlib.contextmanager

@@ -1,13 +1,13 @@
 """Switches a CRMT run from step 1 to step 2 at a configured epoch."""
 import time
-from typing import Optional
+from typing import Optional, Union
 
 from mmaction.registry import HOOKS
-from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from crmt_mm.certification import estimate_tau
+from crmt_mm.certification import estimate_tau_on_loader
+from crmt_mm.certification.lipschitz import check_class_chunk
 from crmt_mm.utils import reject_unknown_keys
 from ..optim_groups import configure_phase2_groups, integration_groups
 
@@ -60,6 +60,11 @@ class CRMTPhaseSwitchHook(Hook):
         tau_max_batches (int, optional): estimate tau on at most this many
             training batches (a documented sub-sample). Defaults to None (the
             whole training set).
+        tau_class_chunk (None | int | str): classes per backward in the tau
+            estimate: None or 1 is one input-VJP per class; C > 1 batches C
+            one-hot cotangents per ``autograd.grad(is_grads_batched=True)``
+            (same tau, memory ~ C VJPs); ``'auto'`` is the loop on CPU and
+            ``AUTO_CUDA_CLASS_CHUNK`` classes on CUDA. Defaults to None.
         reset_momentum (str): ``'switch'`` clears momentum once at the
             switch; ``'epoch'`` at every step-2 epoch (the reference
             re-creates its optimizer each epoch). Defaults to ``'switch'``.
@@ -74,7 +79,8 @@ class CRMTPhaseSwitchHook(Hook):
     def __init__(self, switch_epoch: int, lr_factor: float = 0.03,
                  momentum: float = 0.9, weight_decay: float = 1e-2,
                  tau_max_batches: Optional[int] = None,
-                 reset_momentum: str = 'switch') -> None:
+                 reset_momentum: str = 'switch',
+                 tau_class_chunk: Union[None, int, str] = None) -> None:
         if int(switch_epoch) != switch_epoch or switch_epoch < 0:
             raise ValueError(f'switch_epoch must be an integer >= 0, got '
                              f'{switch_epoch}')
@@ -94,6 +100,8 @@ class CRMTPhaseSwitchHook(Hook):
         self.weight_decay = weight_decay
         self.tau_max_batches = tau_max_batches
         self.reset_momentum = reset_momentum
+        self.tau_class_chunk = check_class_chunk(tau_class_chunk,
+                                                 'tau_class_chunk')
 
     def before_train(self, runner) -> None:
         if self.switch_epoch >= runner.max_epochs:
@@ -183,25 +191,16 @@ class CRMTPhaseSwitchHook(Hook):
 
     def _estimate_tau(self, runner, model) -> None:
         start = time.perf_counter()
-        was_training = model.training
-        model.eval()
-        try:
-            batches = (model.split_inputs(
-                model.data_preprocessor(batch, False)['inputs'])
-                for batch in runner.train_dataloader)
-            result = estimate_tau(model.modality_logits, batches,
-                                  model.modalities, model.num_classes,
-                                  max_batches=self.tau_max_batches)
-        finally:
-            model.train(was_training)
-        tau = result['tau'].to(model.tau.device)
-        all_reduce(tau, op='max')
+        result = estimate_tau_on_loader(
+            model, runner.train_dataloader,
+            max_batches=self.tau_max_batches,
+            class_chunk=self.tau_class_chunk, logger=runner.logger)
+        tau = result['tau']
         model.tau.copy_(tau)
         summary = ', '.join(
             f'{m}: min {row.min():.4g} mean {row.mean():.4g} max '
             f'{row.max():.4g}' for m, row in zip(model.modalities, tau))
         runner.logger.info(
-            f'tau estimated on {result["num_samples"]} training samples per '
-            f'rank (eval mode, input gradients, max over ranks) in '
+            f'tau estimated on {result["num_samples"]} training samples '
+            '(all ranks; eval mode, input gradients, max over ranks) in '
             f'{time.perf_counter() - start:.1f}s: {summary}')
-        runner.message_hub.update_info('crmt_tau', tau.cpu().tolist())
