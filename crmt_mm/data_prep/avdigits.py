@@ -14,12 +14,13 @@ so the standard rawframe pipeline reads the frames unchanged::
         rawframes/{train,test}/<clip_id>/img_00001.png ...  # 8-bit RGB
         audio/{train,test}/<clip_id>.npy   # float32 [64, 64] log-mel
 
-The default knobs follow the measured "setting (A)" of the design notes
-(``docs/datasets.md``): the digit stays readable for a person, but
-the audio is the easier modality, so a jointly trained model leans on audio.
-One addition: per-clip cepstral mean normalisation of the log-mel features
-(``audio_cmn``), which the feasibility check needed because the pairing of
-images and words is fixed on disk (see ``prepare_avdigits``).
+The default knobs are those documented in ``docs/datasets.md`` (section
+AV-Digits): the digit stays readable for a person, while the spoken word is
+meant to be the easier modality, so that a jointly trained model leans on
+audio. The log-mel features also get a per-clip cepstral mean normalisation
+(``audio_cmn``), which cancels each synthetic voice's fixed spectral
+colouring; it matters because the pairing of images and words is fixed on
+disk (see ``prepare_avdigits``).
 
 Everything is a deterministic function of ``seed``: every clip draws its
 randomness from its own generator keyed by ``(seed, digit index)``, so a
@@ -592,9 +593,8 @@ def prepare_avdigits(out_dir: str,
     if audio_cmn:
         # Per-clip mean over time of every mel bin removed (cepstral mean
         # normalisation): cancels each voice's fixed spectral colouring
-        # (espeak-ng variants differ in EQ "tone" and formant gains), which
-        # raised accuracy on the unseen test voices from 86 to 94 % in the
-        # feasibility check.
+        # (espeak-ng variants differ in EQ "tone" and formant gains), so that
+        # the unseen test voices look like the training voices.
         feats = {s: f - f.mean(axis=1, keepdims=True)
                  for s, f in feats.items()}
     # Scalar constants from the train split only, applied to both splits.

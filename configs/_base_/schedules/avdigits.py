@@ -1,5 +1,6 @@
-# Demo schedule for AV-Digits on a CPU: step 1 (Adam, lr 2e-3, as measured
-# in shared/spec/avdigits.md) for `phase1_epochs`, then step 2 on a^(m) for
+# Demo schedule for AV-Digits on a CPU (data: docs/datasets.md, AV-Digits):
+# step 1 (Adam, lr 2e-3, the demo's tuned setting) for `phase1_epochs`, then
+# step 2 on a^(m) for
 # `phase2_epochs` on cached logits. Adam's steps do not scale with the
 # gradient, which here is ~1/a (r(x) is nearly scale-invariant in a), so
 # step 2 uses 0.3 x the step-1 lr. In the demo (seed 0) lr_factor 1.0

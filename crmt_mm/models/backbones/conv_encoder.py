@@ -11,8 +11,8 @@ class ConvEncoder(BaseModule):
     """Conv(3x3)-BN-ReLU-MaxPool blocks, then flatten and a linear layer.
 
     Ending in flatten + linear keeps the spatial layout (where in the
-    spectrogram a word lies); a global average pool lost it on AV-Digits
-    (audio accuracy 41 % after 10 epochs, ``avdigits.md``).
+    spectrogram a word lies), which a global average pool discards
+    (``docs/datasets.md``, AV-Digits).
 
     Args:
         in_channels (int): input channels C.
