@@ -23,7 +23,7 @@ from helpers import ROOT, free_port, tiny_config
 from helpers_eval import log_text, robust_runner, tiny_rgbpose_model
 
 ATTACKS = [
-    dict(type='UniModalPGD', modality='audio', eps=[0.5, 1.0]),
+    dict(type='UniModalPGD', modality='audio', eps=[0.5, 1.0], steps=2),
     dict(type='UniModalFGM', modality='visual', eps=1.0),
     dict(type='MissingModality', modality='visual'),
 ]
@@ -36,10 +36,11 @@ def hook_entry(perturbations=ATTACKS, **options) -> dict:
 
 
 def train_config(root, work_dir, hooks, config='crmt_avdigits.py',
-                 max_epochs=2, val_indices=4, **options):
-    """A tiny training config (4 train iterations per epoch) whose val
-    dataloader holds ``val_indices`` clips in batches of 2."""
+                 max_epochs=2, val_indices=2, **options):
+    """A tiny training config (one iteration of 8 clips per epoch) whose
+    val dataloader holds ``val_indices`` clips in batches of 2."""
     cfg = tiny_config(config, root, str(work_dir), **options)
+    cfg.train_dataloader.dataset.indices = 8
     cfg.train_cfg.max_epochs = max_epochs
     cfg.custom_hooks = hooks
     cfg.val_dataloader.dataset.indices = val_indices
@@ -99,9 +100,11 @@ def test_hook_during_crmt_training(avdigits_tiny, tmp_path):
     """Two epochs (the second in CRMT step 2): an evaluation per epoch,
     scalars in the message hub and scalars.json, a report per epoch, and
     the training state bit-identical across each evaluation."""
-    hooks = [dict(type='CRMTPhaseSwitchHook', switch_epoch=1, lr_factor=0.3),
+    hooks = [dict(type='CRMTPhaseSwitchHook', switch_epoch=1, lr_factor=0.3,
+                  tau_max_batches=1),
              hook_entry(certify=dict(radii=[0, 0.5]), worst_case='auto')]
-    runner = Runner.from_cfg(train_config(avdigits_tiny, tmp_path, hooks))
+    runner = Runner.from_cfg(train_config(avdigits_tiny, tmp_path, hooks,
+                                          val_indices=4))
     before, after = [], []
     runner.register_hook(StateProbe(before), priority=69)
     runner.register_hook(StateProbe(after), priority=71)
@@ -157,9 +160,11 @@ class StopAfterEpoch(Hook):
 
 
 def test_resume_does_not_repeat_an_evaluation(avdigits_tiny, tmp_path):
+    # What is evaluated does not matter here, only when.
+    entry = hook_entry([dict(type='MissingModality', modality='visual')])
+
     def runner_for(**options):
-        cfg = train_config(avdigits_tiny, tmp_path, [hook_entry()],
-                           **options)
+        cfg = train_config(avdigits_tiny, tmp_path, [entry], **options)
         return Runner.from_cfg(cfg)
 
     report = tmp_path / 'robust' / 'epoch_{}' / 'robustness.json'
@@ -206,15 +211,17 @@ def test_resume_does_not_repeat_an_evaluation(avdigits_tiny, tmp_path):
 def test_hook_on_jt_model_at_the_end_only(avdigits_tiny, tmp_path):
     """JT (ConcatHead, no tau of its own): uni-modal attacks, and tau
     estimated at evaluation time for the certificates, only at the end."""
-    entry = hook_entry(interval=0, certify=dict(
-        tau_source='estimate', tau_data='self', radii=[0, 0.5]))
+    entry = hook_entry(interval=0, report_dir=str(tmp_path / 'reports'),
+                       certify=dict(tau_source='estimate', tau_data='self',
+                                    radii=[0, 0.5]))
     runner = Runner.from_cfg(train_config(
         avdigits_tiny, tmp_path, [entry], config='jt_avdigits.py'))
     runner.train()
     assert the_hook(runner).evaluated == [2]
     assert robust_steps(runner) == [2]
-    assert not (tmp_path / 'robust' / 'epoch_1').exists()
-    report = load_report(str(tmp_path / 'robust' / 'epoch_2' /
+    assert os.listdir(str(tmp_path / 'reports')) == ['epoch_2']
+    assert not (tmp_path / 'robust').exists()
+    report = load_report(str(tmp_path / 'reports' / 'epoch_2' /
                              'robustness.json'))
     assert report['run']['head'] == 'ConcatHead'
     tau = report['certification']['tau']
@@ -232,12 +239,12 @@ def test_hook_on_stock_mmrecognizer3d(tmp_path):
     trained by iterations, evaluated on a dataloader given to the hook
     (the run has no val dataloader): interval counts iterations."""
     data = dict(batch_size=2, num_workers=0,
-                dataset=dict(type='TinyRGBPoseClips', num=4),
+                dataset=dict(type='TinyRGBPoseClips', num=2),
                 sampler=dict(type='DefaultSampler', shuffle=False))
     hook = hook_entry(
         perturbations=[
             dict(type='UniModalPGD', modality='imgs', eps=[1.0, 4.0],
-                 steps=2),
+                 steps=1),
             dict(type='UniModalFGM', modality='heatmap_imgs', eps=1.0),
             dict(type='MissingModality', modality='heatmap_imgs')],
         interval=2, dataloader=data)
@@ -310,14 +317,15 @@ def test_runner_checks_before_the_first_iteration(avdigits_tiny, tmp_path,
 # ---- DDP -------------------------------------------------------------------
 
 DDP_ATTACKS = [
-    dict(type='UniModalPGD', modality='audio', eps=[0.5, 1.0]),
-    dict(type='UniModalFGM', modality='audio', eps=[0.5, 1.0]),
-    dict(type='MultiModalFGM', eps=1.0),
+    dict(type='UniModalPGD', modality='audio', eps=[2.0, 8.0]),
+    dict(type='UniModalFGM', modality='audio', eps=[2.0, 8.0]),
+    dict(type='MultiModalFGM', eps=4.0),
     dict(type='MissingModality', modality='visual'),
-    dict(type='GaussianNoise', modality='audio', sigma=0.5),
+    dict(type='GaussianNoise', modality='audio', sigma=2.0),
 ]
-DDP_CERTIFY = dict(tau_source='estimate', tau_data='self', radii=[0, 0.5])
+DDP_CERTIFY = dict(tau_source='estimate', tau_data='self', radii=[0, 2.0])
 NUM_VAL = 7  # odd: the second rank gets one padded sample
+DDP_EPOCHS = 10  # enough for accuracies that the attacks change
 
 
 def write_ddp_config(path, data_root, work_dir):
@@ -335,9 +343,12 @@ train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
                         dataset=dict(**{split('train')!r}))
 val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
                       dataset=dict(indices={NUM_VAL}, **{split('test')!r}))
-train_cfg = dict(max_epochs=1, val_interval=100)
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs={DDP_EPOCHS}, val_interval=100)
+optim_wrapper = dict(optimizer=dict(lr=1e-2))
 custom_hooks = [dict(type='RobustEvalHook', perturbations={DDP_ATTACKS!r},
-                     certify={DDP_CERTIFY!r}, worst_case='auto')]
+                     certify={DDP_CERTIFY!r}, worst_case='auto',
+                     interval=0)]
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))
 log_level = 'WARNING'
 """
@@ -347,9 +358,10 @@ log_level = 'WARNING'
 
 @pytest.mark.slow
 def test_ddp_hook_equals_single_process(avdigits_tiny, tmp_path):
-    """The hook under 2 gloo processes gives the metrics and curves that a
-    single-process RobustTestLoop gives on the model it evaluated (the
-    epoch's checkpoint, saved right after the hook)."""
+    """The hook under 2 gloo processes (tau estimated on each rank's shard,
+    max over ranks) gives the metrics and curves that a single-process
+    RobustTestLoop gives on the model it evaluated (the last epoch's
+    checkpoint, saved right after the hook)."""
     config, work = str(tmp_path / 'cfg.py'), str(tmp_path / 'ddp')
     write_ddp_config(config, avdigits_tiny, work)
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
@@ -358,7 +370,9 @@ def test_ddp_hook_equals_single_process(avdigits_tiny, tmp_path):
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), config, '2'],
         env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ddp = load_report(osp.join(work, 'robust', 'epoch_1', 'robustness.json'))
+    tag = f'epoch_{DDP_EPOCHS}'
+    assert os.listdir(osp.join(work, 'robust')) == [tag]  # interval=0
+    ddp = load_report(osp.join(work, 'robust', tag, 'robustness.json'))
     assert ddp['run']['world_size'] == 2
     assert ddp['run']['num_samples'] == NUM_VAL
     assert ddp['certification']['status'] == 'on'
@@ -366,7 +380,7 @@ def test_ddp_hook_equals_single_process(avdigits_tiny, tmp_path):
     single_dir = tmp_path / 'single'
     runner = robust_runner(avdigits_tiny, single_dir, DDP_ATTACKS,
                            certify=DDP_CERTIFY, indices=NUM_VAL, batch_size=1)
-    runner.load_checkpoint(osp.join(work, 'epoch_1.pth'))
+    runner.load_checkpoint(osp.join(work, f'{tag}.pth'))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 in the DDP processes
     try:
@@ -380,9 +394,10 @@ def test_ddp_hook_equals_single_process(avdigits_tiny, tmp_path):
     assert ddp['curves'] == single['curves']
     assert ddp['certification']['tau']['values'] == \
         single['certification']['tau']['values']
-    # Rank 0's LocalVisBackend has the same scalars at step 1.
+    assert robust['robust/clean'] > robust['robust/pgd_audio@8.0']
+    # Rank 0's LocalVisBackend has the same scalars at step = epoch.
     path, = glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))
     scalars = [json.loads(line) for line in open(path)]
     logged = [s for s in scalars if 'robust/clean' in s]
-    assert len(logged) == 1 and logged[0]['step'] == 1
+    assert len(logged) == 1 and logged[0]['step'] == DDP_EPOCHS
     assert {k: v for k, v in logged[0].items() if k != 'step'} == robust
