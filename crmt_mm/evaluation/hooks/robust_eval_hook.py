@@ -233,11 +233,12 @@ class RobustEvalHook(Hook):
                 "above the CheckpointHook's (default 'LOW')")
 
     def _resolve_loader(self, runner):
+        name = 'RobustEvalHook.dataloader'
         if isinstance(self.dataloader, DataLoader):
-            return self.dataloader, 'RobustEvalHook.dataloader'
+            return self.dataloader, name
         if isinstance(self.dataloader, dict):
-            return Runner.build_dataloader(self.dataloader, seed=runner.seed), \
-                'RobustEvalHook.dataloader'
+            return Runner.build_dataloader(self.dataloader,
+                                           seed=runner.seed), name
         if runner.val_loop is None:
             raise ValueError(
                 'RobustEvalHook: dataloader=None evaluates the val '
