@@ -245,27 +245,26 @@ def test_hook_on_stock_mmrecognizer3d(tmp_path):
         perturbations=[
             dict(type='UniModalPGD', modality='imgs', eps=[1.0, 4.0],
                  steps=1),
-            dict(type='UniModalFGM', modality='heatmap_imgs', eps=1.0),
             dict(type='MissingModality', modality='heatmap_imgs')],
-        interval=2, dataloader=data)
+        interval=1, dataloader=data)
     runner = Runner(
         model=tiny_rgbpose_model(), work_dir=str(tmp_path),
         train_dataloader=dict(data, sampler=dict(type='DefaultSampler',
                                                  shuffle=True)),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=4),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=2),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         custom_hooks=[hook], default_scope='mmaction', log_level='WARNING',
         randomness=dict(seed=0))
     runner.train()
-    assert the_hook(runner).evaluated == [2, 4]
-    assert robust_steps(runner) == [2, 4]
-    for i in (2, 4):
+    assert the_hook(runner).evaluated == [1, 2]
+    assert robust_steps(runner) == [1, 2]
+    for i in (1, 2):
         report = load_report(str(tmp_path / 'robust' / f'iter_{i}' /
                                  'robustness.json'))
         assert report['run']['model'] == 'RobustMMRecognizer3D'
         assert report['run']['data'] == 'RobustEvalHook.dataloader'
         metrics = report['metrics']
-        for key in ('pgd_imgs@1.0', 'pgd_imgs@4.0', 'fgm_heatmap_imgs@1.0'):
+        for key in ('pgd_imgs@1.0', 'pgd_imgs@4.0'):
             assert 0 <= metrics[f'robust/{key}'] <= metrics['robust/clean']
         assert 'robust/missing_heatmap_imgs' in metrics
 
