@@ -1,0 +1,3 @@
+from .robust_eval_hook import RobustEvalHook
+
+__all__ = ['RobustEvalHook']
