@@ -99,8 +99,10 @@ def protocol_section(summary: dict, protocol: dict) -> dict:
     attacks = []
     for p in summary['perturbations']:
         s = p.get('settings', {})
-        members = s.get('members') or [dict(name=p['name'], type=p['type'],
-                                            settings=s)]
+        members = s.get('members')
+        if not members or not isinstance(members[0], dict):
+            # Not an ensemble (WorstCase lists its members by name).
+            members = [dict(name=p['name'], type=p['type'], settings=s)]
         attacks.append(dict(
             name=p['name'], type=p['type'], norm=s.get('norm'),
             budget=s.get('eps', s.get('sigma')), unit=p.get('unit'),
