@@ -17,8 +17,8 @@ from helpers_eval import robust_runner
 
 #: A cheap ensemble sweep (few steps, targets and queries).
 CHEAP = dict(type='MultiModalAutoAttack', version='standard',
-             modality='audio', eps=[0.05, 0.2, 1.0], steps=5, n_targets=2,
-             queries=20)
+             modality='audio', eps=[0.05, 0.2, 1.0], steps=3, n_targets=1,
+             queries=10)
 
 
 @pytest.fixture(scope='module')
@@ -103,6 +103,7 @@ def test_subset_is_content_seeded_and_reported(model_and_batch):
         sum(hits) / len(hits))
 
 
+@pytest.mark.slow
 def test_report_has_protocol_trust_and_per_attack(avdigits_tiny, tmp_path):
     runner = robust_runner(avdigits_tiny, tmp_path, [
         CHEAP, dict(type='UniModalPGD', modality='audio', eps=[0.05, 0.2])],
@@ -116,8 +117,8 @@ def test_report_has_protocol_trust_and_per_attack(avdigits_tiny, tmp_path):
     assert proto['seeds']['subset'] == 1
     aa = next(a for a in proto['attacks']
               if a['type'] == 'MultiModalAutoAttack')
-    assert [m['steps'] for m in aa['members']] == [5, 5, None]
-    assert aa['members'][2]['queries'] == 20
+    assert [m['steps'] for m in aa['members']] == [3, 3, None]
+    assert aa['members'][2]['queries'] == 10
     assert aa['norm'] == 'L2'
     entry = next(p for p in report['perturbations']
                  if p['type'] == 'MultiModalAutoAttack')
