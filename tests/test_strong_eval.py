@@ -5,7 +5,6 @@ import json
 import os.path as osp
 
 import pytest
-import torch
 from mmengine.runner import Runner
 
 from crmt_mm.attacks import MultiModalAutoAttack, build_perturbations
