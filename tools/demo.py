@@ -6,15 +6,25 @@ then step 2) through the mmengine Runner, evaluates both with
 ``RobustTestLoop`` and writes into ``--work-dir``:
 
 - ``report.json``: keys ``jt`` and ``crmt``, each with ``clean``,
-  ``missing_audio``, ``missing_visual``, ``pgd_audio``, ``pgd_visual`` (at
-  the demo budget, see below) and more, accuracies in [0, 1];
+  ``missing_audio``, ``missing_visual``, ``strong_audio``/``strong_visual``
+  (the strong ensemble's per-sample worst case at the demo budget),
+  ``pgd_audio``/``pgd_visual`` (the reference 4-step PGD) and more,
+  accuracies in [0, 1]; ``protocol`` (what was run, on how many clips) and
+  ``trust`` (each run's trust checks);
 - ``report.md`` and ``robustness.png`` (accuracy vs L2 budget per modality,
   one colour per model), plus each run's own folder with its checkpoints,
   logs and ``robustness.json``.
 
 The demo budget is the smallest budget of the sweep at which JT keeps at
-most half of its clean accuracy under the uni-modal PGD attack on its
-preferred modality (the one whose absence costs JT most).
+most half of its clean accuracy under the strong ensemble on its preferred
+modality (the one whose absence costs JT most). With ``--seeds 0 1 2``
+every seed gets its own ``seed_<s>`` folder, ``report.json`` gains mean,
+min and max per metric over the seeds at one common budget (the largest
+per-seed demo budget, where every seed's JT is at most at half) and a
+paired bootstrap 95 % interval of CRMT - JT (over test clips and seeds), and
+the checks are stated per seed. A finished training whose dumped config
+equals the current one is reused (an interrupted run resumes); a finished
+training with a different config is refused, never silently reused.
 """
 import argparse
 import json
@@ -31,10 +41,21 @@ from mmengine.runner import Runner  # noqa: E402
 
 from crmt_mm.data_prep.avdigits import prepare_avdigits  # noqa: E402
 from crmt_mm.evaluation.report import compare_reports  # noqa: E402
+from crmt_mm.evaluation.statistics import paired_bootstrap  # noqa: E402
 
 MODELS = (('jt', 'configs/jt_avdigits.py'),
           ('crmt', 'configs/crmt_avdigits.py'))
 MODALITIES = ('audio', 'visual')
+#: The demo's strong-ensemble settings: a REDUCED 'fast' ensemble (APGD-CE
+#: and APGD-T over 3 targets with 10 steps each, Square with 100 queries) on
+#: a seeded subsample of about 32 test clips, chosen so that ``make demo``
+#: fits 10 minutes on 2 CPU cores: the measured cost of 'standard' or even
+#: 'fast' on every clip is far beyond it (docs/evaluation.md, "The demo").
+STRONG_VERSION = 'fast'
+STRONG_OVERRIDES = dict(steps=10, n_targets=3, queries=100)
+STRONG_SUBSET = dict(size=32, seed=0)
+#: Written next to a finished training: the config it was trained with.
+STAMP = 'demo_trained.json'
 
 
 def parse_args(argv=None):
@@ -42,12 +63,43 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/avdigits',
                         help='where AV-Digits is generated (cached)')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the data and of training')
+    parser.add_argument('--seed', type=int, default=None,
+                        help='seed of the data and of training (one run; '
+                        'default 0)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=None,
+                        help='several training seeds, e.g. 0 1 2: one work '
+                        'dir per seed, mean/min/max and a paired bootstrap '
+                        'interval of CRMT - JT (the data stays seed 0)')
+    parser.add_argument('--strong-version', default=STRONG_VERSION,
+                        choices=('standard', 'fast'),
+                        help='version of the strong ensemble (default: '
+                        f'{STRONG_VERSION!r}, to fit the time budget)')
+    parser.add_argument('--strong-steps', type=int,
+                        default=STRONG_OVERRIDES['steps'],
+                        help='APGD steps of the strong ensemble; 0 = the '
+                        "version's own (100 'standard', 50 'fast')")
+    parser.add_argument('--strong-targets', type=int,
+                        default=STRONG_OVERRIDES['n_targets'],
+                        help="APGD-T targets; 0 = the version's own")
+    parser.add_argument('--strong-queries', type=int,
+                        default=STRONG_OVERRIDES['queries'],
+                        help="Square queries; 0 = the version's own")
+    parser.add_argument('--strong-subset', type=int,
+                        default=STRONG_SUBSET['size'],
+                        help='clips (about, seeded) the strong ensemble '
+                        'attacks; 0 = every test clip (default '
+                        f'{STRONG_SUBSET["size"]})')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='key=value overrides applied to both configs, '
                         'e.g. train_cfg.max_epochs=5')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.seed is not None and args.seeds is not None:
+        parser.error('give --seed or --seeds, not both')
+    if args.seeds is None:
+        args.seeds = [0 if args.seed is None else args.seed]
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f'--seeds must be distinct, got {args.seeds}')
+    return args
 
 
 def point_to(cfg: Config, data_root: str) -> None:
@@ -71,22 +123,81 @@ def parse_options(pairs):
     return options
 
 
-def train_and_test(name: str, config: str, args) -> dict:
+def configure(config: str, work_dir: str, seed: int, args) -> Config:
+    """The demo's config of one run (data, seed, strong-ensemble knobs)."""
     cfg = Config.fromfile(osp.join(ROOT, config))
     point_to(cfg, args.data_root)
-    cfg.work_dir = osp.join(args.work_dir, name)
-    cfg.randomness = dict(seed=args.seed, deterministic=False)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.test_cfg.report_dir = cfg.work_dir
+    for p in cfg.test_cfg.perturbations:
+        if p['type'] == 'MultiModalAutoAttack' and \
+                p.get('version') != 'reference':
+            p['version'] = args.strong_version
+            for key, value in (('steps', args.strong_steps),
+                               ('n_targets', args.strong_targets),
+                               ('queries', args.strong_queries)):
+                if value:
+                    p[key] = value
+    cfg.test_cfg.subset = None if args.strong_subset == 0 else dict(
+        STRONG_SUBSET, size=args.strong_subset)
     cfg.merge_from_dict(parse_options(args.cfg_options))
-    print(f'\n=== {name}: training {config} (logs in {cfg.work_dir}) ===',
-          flush=True)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    print(f'=== {name}: robustness evaluation ===', flush=True)
+    return cfg
+
+
+def finished_checkpoint(cfg: Config):
+    """The final checkpoint of a finished training of exactly ``cfg``.
+
+    Returns None when there is no finished training in ``cfg.work_dir``.
+
+    Raises:
+        RuntimeError: the work dir holds a finished training of another
+            config (it is never silently reused).
+    """
+    stamp = osp.join(cfg.work_dir, STAMP)
+    if not osp.exists(stamp):
+        return None
+    with open(stamp) as f:
+        done = json.load(f)
+    if done['config'] != cfg.pretty_text:
+        raise RuntimeError(
+            f'{cfg.work_dir} holds a finished training of another config '
+            f'({stamp} differs from the current one); use another '
+            '--work-dir or delete that folder')
+    if not osp.exists(done['checkpoint']):
+        return None
+    return done['checkpoint']
+
+
+def train_and_test(name: str, config: str, work_dir: str, seed: int,
+                   args) -> dict:
+    cfg = configure(config, osp.join(work_dir, name), seed, args)
+    checkpoint = finished_checkpoint(cfg)
+    if checkpoint is None:
+        print(f'\n=== {name} (seed {seed}): training {config} (logs in '
+              f'{cfg.work_dir}) ===', flush=True)
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+        last = osp.join(cfg.work_dir, 'last_checkpoint')
+        if osp.exists(last):
+            with open(last) as f:
+                checkpoint = f.read().strip()
+        else:
+            checkpoint = osp.join(cfg.work_dir, 'demo_final.pth')
+            runner.save_checkpoint(cfg.work_dir, 'demo_final.pth')
+        with open(osp.join(cfg.work_dir, STAMP), 'w') as f:
+            json.dump(dict(config=cfg.pretty_text, checkpoint=checkpoint), f)
+    else:
+        print(f'\n=== {name} (seed {seed}): reusing the finished training '
+              f'{checkpoint} ===', flush=True)
+        runner = Runner.from_cfg(cfg.copy())
+        runner.load_checkpoint(checkpoint)
+    print(f'=== {name} (seed {seed}): robustness evaluation ===', flush=True)
     metrics = runner.test()
     with open(osp.join(cfg.work_dir, 'robustness.json')) as f:
         report = json.load(f)
     report['metrics'].update(metrics)  # AccMetric's per-modality accuracy
+    report['records'] = runner.test_loop.metric.records
     return report
 
 
@@ -94,18 +205,27 @@ def metric(report: dict, key: str):
     return report['metrics'].get(f'robust/{key}')
 
 
+def strong(report: dict, modality: str, eps: float) -> str:
+    """Metric name of the strong ensemble on ``modality`` at ``eps``."""
+    kind = next(p['kind'] for p in report['perturbations']
+                if p['type'] == 'MultiModalAutoAttack'
+                and p['kind'] != 'aa-reference')
+    return f'{kind}_{modality}@{float(eps)!r}'
+
+
 def budgets(report: dict, modality: str):
-    prefix = f'pgd_{modality}@'
+    prefix = strong(report, modality, 0).split('@')[0] + '@'
     return sorted(float(k.split('@')[1]) for k in report['metrics']
                   if k.startswith('robust/' + prefix))
 
 
 def choose_budget(jt: dict):
-    """Preferred modality of JT and the first budget halving its accuracy."""
+    """Preferred modality of JT and the first budget at which the strong
+    worst case halves its clean accuracy (the largest one if none)."""
     clean = metric(jt, 'clean')
     preferred = min(MODALITIES, key=lambda m: metric(jt, f'missing_{m}'))
     for eps in budgets(jt, preferred):
-        if metric(jt, f'pgd_{preferred}@{eps}') <= clean / 2:
+        if metric(jt, strong(jt, preferred, eps)) <= clean / 2:
             return preferred, eps
     return preferred, budgets(jt, preferred)[-1]
 
@@ -116,12 +236,94 @@ def summary(report: dict, eps: float) -> dict:
         out[f'acc_{m}_only'] = report['metrics'].get(f'acc/{m}_top1')
         out[f'missing_{m}'] = metric(report, f'missing_{m}')
         out[f'missing_{m}_feat'] = metric(report, f'missing_{m}_feat')
+        out[f'strong_{m}'] = metric(report, strong(report, m, eps))
         out[f'pgd_{m}'] = metric(report, f'pgd_{m}@{eps}')
         out[f'fgm_{m}'] = metric(report, f'fgm_{m}@{eps}')
         out[f'certified_{m}'] = metric(report, f'certified_{m}@{eps}')
+    out['strong_joint@1.0'] = metric(report, strong(report, 'joint', 1.0))
     out['pgd_joint@1.0'] = metric(report, 'pgd_joint@1.0')
     out['certified@1.0'] = metric(report, 'certified@1.0')
     out['budget'] = eps
+    return out
+
+
+def checks(jt: dict, crmt: dict, preferred: str) -> dict:
+    """The demo's claims at one budget, on the strong worst case."""
+    key = f'strong_{preferred}'
+    return dict(
+        preferred_modality=preferred,
+        jt_keeps_at_most_half=jt[key] <= jt['clean'] / 2,
+        crmt_clean_within_2_points=crmt['clean'] >= jt['clean'] - 0.02,
+        crmt_at_least_10_points_more_under_attack=(
+            crmt[key] >= jt[key] + 0.10))
+
+
+def correct_column(report: dict, name: str):
+    """Per test clip: 1/0 correct under ``name`` (None off the subsample)."""
+    return [None if r['preds'].get(name) is None else
+            int(r['preds'][name] == r['label']) for r in report['records']]
+
+
+def aggregate(runs: dict, preferred: str) -> dict:
+    """Mean, min and max per metric over seeds at one common budget, each
+    seed's checks, and a paired bootstrap interval of CRMT - JT.
+
+    Args:
+        runs (dict): ``{seed: {'jt': report, 'crmt': report}}`` with the
+            per-clip ``records`` of each report.
+        preferred (str): the preferred modality (of the first seed's JT).
+
+    Returns:
+        dict: ``budget``, ``per_seed`` (rows and checks), ``mean``,
+        ``min``, ``max`` (``{model: {metric: value}}``) and ``difference``
+        (``{metric: bootstrap interval}`` for the strong worst case on each
+        modality and clean accuracy).
+    """
+    # At the largest per-seed budget every seed's JT is at most at half
+    # (accuracy is monotone in the budget under nested sweeps).
+    eps = max(choose_budget(r['jt'])[1] for r in runs.values())
+    per_seed = {}
+    for seed, pair in runs.items():
+        rows = {name: summary(pair[name], eps) for name in ('jt', 'crmt')}
+        per_seed[seed] = dict(rows, checks=checks(rows['jt'], rows['crmt'],
+                                                   preferred))
+    out = dict(budget=eps, preferred_modality=preferred, seeds=list(runs),
+               per_seed=per_seed)
+    for stat, fn in (('mean', lambda v: sum(v) / len(v)), ('min', min),
+                     ('max', max)):
+        out[stat] = {}
+        for name in ('jt', 'crmt'):
+            keys = [k for k in per_seed[next(iter(runs))][name]
+                    if k != 'budget']
+            out[stat][name] = {
+                k: None if any(per_seed[s][name][k] is None for s in runs)
+                else fn([per_seed[s][name][k] for s in runs]) for k in keys}
+    difference = {}
+    first = next(iter(runs.values()))['jt']
+    for label, name in [('clean', None)] + [
+            (f'strong_{m}', strong(first, m, eps)) for m in MODALITIES]:
+        a, b = [], []
+        for pair in runs.values():
+            if name is None:
+                ca = [int(r['preds']['clean'] == r['label'])
+                      for r in pair['crmt']['records']]
+                cb = [int(r['preds']['clean'] == r['label'])
+                      for r in pair['jt']['records']]
+            else:
+                ca = correct_column(pair['crmt'], name)
+                cb = correct_column(pair['jt'], name)
+            keep = [i for i, (u, v) in enumerate(zip(ca, cb))
+                    if u is not None and v is not None]
+            a.append([ca[i] for i in keep])
+            b.append([cb[i] for i in keep])
+        if len({len(v) for v in a}) != 1 or not a[0]:
+            difference[label] = None  # subsamples of different sizes
+            continue
+        difference[label] = paired_bootstrap(a, b, n_boot=10000, seed=0)
+    out['difference'] = difference
+    out['all_seeds_hold'] = all(
+        all(v for k, v in row['checks'].items() if k != 'preferred_modality')
+        for row in per_seed.values())
     return out
 
 
@@ -139,40 +341,80 @@ def print_table(rows: dict, eps: float) -> str:
     return table
 
 
+def run_seed(seed: int, work_dir: str, args) -> dict:
+    """Train and evaluate JT and CRMT with one seed into ``work_dir``."""
+    return {name: train_and_test(name, config, work_dir, seed, args)
+            for name, config in MODELS}
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
     os.makedirs(args.work_dir, exist_ok=True)
     print(f'Preparing AV-Digits in {args.data_root} ...', flush=True)
-    prepare_avdigits(args.data_root, seed=args.seed)
-    reports = {name: train_and_test(name, config, args)
-               for name, config in MODELS}
-    preferred, eps = choose_budget(reports['jt'])
-    rows = {name: summary(r, eps) for name, r in reports.items()}
-    jt, crmt = rows['jt'], rows['crmt']
-    checks = dict(
-        preferred_modality=preferred,
-        jt_keeps_at_most_half=jt[f'pgd_{preferred}'] <= jt['clean'] / 2,
-        crmt_clean_within_2_points=crmt['clean'] >= jt['clean'] - 0.02,
-        crmt_at_least_10_points_more_under_attack=(
-            crmt[f'pgd_{preferred}'] >= jt[f'pgd_{preferred}'] + 0.10))
-    result = dict(rows, budget=eps, checks=checks,
+    several = len(args.seeds) > 1
+    # One data set for every training seed of a multi-seed run.
+    prepare_avdigits(args.data_root, seed=0 if several else args.seeds[0])
+    dirs = {s: osp.join(args.work_dir, f'seed_{s}') if several
+            else args.work_dir for s in args.seeds}
+    runs = {s: run_seed(s, dirs[s], args) for s in args.seeds}
+    first = runs[args.seeds[0]]
+    preferred, eps = choose_budget(first['jt'])
+    result = aggregate(runs, preferred)
+    eps = result['budget']
+    rows = result['per_seed'][args.seeds[0]]
+    protocol = {name: first[name]['protocol'] for name in ('jt', 'crmt')}
+    trust = {f'{name}_seed{s}': runs[s][name]['trust'] for s in runs
+             for name in ('jt', 'crmt')}
+    result.update(jt=rows['jt'], crmt=rows['crmt'], checks=rows['checks'],
+                  protocol=protocol, trust=trust,
                   seconds=round(time.perf_counter() - start, 1),
-                  note='accuracies in [0, 1] on the 539 AV-Digits test clips; '
-                  'budgets are per-sample L2 norms in the normalised input '
-                  'space; certified accuracies are empirical (estimated tau)')
+                  note='accuracies in [0, 1] on the 539 AV-Digits test '
+                  'clips (the strong ensemble, version '
+                  f'{args.strong_version!r} with steps={args.strong_steps}, '
+                  f'targets={args.strong_targets}, queries='
+                  f'{args.strong_queries} (0 = the version default), on a '
+                  f'seeded subsample of about {args.strong_subset or "all"} '
+                  'of them); budgets are '
+                  'per-sample L2 norms in the normalised input space; '
+                  'certified accuracies are empirical (estimated tau)')
     with open(osp.join(args.work_dir, 'report.json'), 'w') as f:
         json.dump(result, f, indent=2)
     print('\n=== JT vs CRMT on AV-Digits ===')
-    table = print_table(rows, eps)
-    compare_reports([osp.join(args.work_dir, n, 'robustness.json')
+    lines = [print_table({n: rows[n] for n in ('jt', 'crmt')}, eps)]
+    if several:
+        lines.append(seeds_table(result))
+        print(lines[-1])
+    compare_reports([osp.join(dirs[args.seeds[0]], n, 'robustness.json')
                      for n, _ in MODELS], ['JT', 'CRMT'], args.work_dir,
                     stem='robustness')
+    per_seed = {s: r['checks'] for s, r in result['per_seed'].items()}
     with open(osp.join(args.work_dir, 'report.md'), 'w') as f:
-        f.write(table + '\n\nChecks: ' + json.dumps(checks) + '\n')
-    print(f'\nChecks: {json.dumps(checks)}')
+        f.write('\n\n'.join(lines) + '\n\nChecks per seed: '
+                + json.dumps(per_seed) + '\n')
+    print(f'\nChecks per seed: {json.dumps(per_seed)}')
     print(f'Wrote {args.work_dir}/report.json, report.md, robustness.png '
           f'in {result["seconds"]:.0f} s')
+
+
+def seeds_table(result: dict) -> str:
+    """Mean [min, max] over seeds, and the CRMT - JT interval."""
+    lines = [f'| metric (L2 budget {result["budget"]}, seeds '
+             f'{result["seeds"]}) | JT mean [min, max] | CRMT mean [min, '
+             'max] | CRMT - JT (95% paired bootstrap) |',
+             '|---|---|---|---|']
+    for key, value in result['mean']['jt'].items():
+        cells = []
+        for name in ('jt', 'crmt'):
+            m = result['mean'][name][key]
+            cells.append('-' if m is None else
+                         f'{m:.3f} [{result["min"][name][key]:.3f}, '
+                         f'{result["max"][name][key]:.3f}]')
+        d = result['difference'].get(key)
+        cells.append('' if d is None else
+                     f'{d["mean"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}]')
+        lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 if __name__ == '__main__':

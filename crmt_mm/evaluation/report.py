@@ -19,6 +19,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from .summary import scalars, summarize
+from .trust import trust_checks
 
 #: Version tag of the report layout (``robustness.json``).
 REPORT_FORMAT = 'crmt_mm.robustness/1'
@@ -52,8 +53,11 @@ def build_report(records: List[dict], descriptions: List[dict],
             Defaults to ``'robust'``.
 
     Returns:
-        dict: ``format``, ``run``, ``clamp_ranges``, ``perturbations``,
-        ``worst_case``, ``curves``, ``certification``, ``metrics``.
+        dict: ``format``, ``run``, ``protocol`` (:func:`protocol_section`),
+        ``trust`` (:func:`~crmt_mm.evaluation.trust.trust_checks`, None when
+        the evaluator measured no trust figures), ``clamp_ranges``,
+        ``perturbations``, ``worst_case``, ``curves``, ``certification``,
+        ``metrics``.
     """
     cert = dict(protocol['certification'])
     summary = summarize(records, list(descriptions), list(groups),
@@ -75,13 +79,55 @@ def build_report(records: List[dict], descriptions: List[dict],
                     radius_units='normalised input space, L2',
                     violations=section['violations'])
     metrics = scalars(summary)
+    trust = None if not protocol.get('trust') or not records else \
+        trust_checks(records, summary, protocol['trust'])
     return dict(format=REPORT_FORMAT, run=run,
+                protocol=protocol_section(summary, protocol),
+                trust=trust,
                 clamp_ranges=protocol.get('clamp_ranges'),
                 perturbations=summary['perturbations'],
                 worst_case=summary['worst_case'], curves=summary['curves'],
                 certification=cert,
                 metrics={f'{prefix}/{k}' if prefix else k: v
                          for k, v in metrics.items()})
+
+
+def protocol_section(summary: dict, protocol: dict) -> dict:
+    """What was run, in one place: per perturbation its attacks, steps,
+    restarts, losses, norm, budget, unit and space, seed and sample count;
+    the subsample, the seeds and the normalisation space."""
+    attacks = []
+    for p in summary['perturbations']:
+        s = p.get('settings', {})
+        members = s.get('members')
+        if not members or not isinstance(members[0], dict):
+            # Not an ensemble (WorstCase lists its members by name).
+            members = [dict(name=p['name'], type=p['type'], settings=s)]
+        attacks.append(dict(
+            name=p['name'], type=p['type'], norm=s.get('norm'),
+            budget=s.get('eps', s.get('sigma')), unit=p.get('unit'),
+            space=s.get('space'), seed=s.get('seed'),
+            samples=p.get('evaluated_samples'),
+            members=[dict(name=m['name'], type=m['type'],
+                          steps=m['settings'].get('steps'),
+                          restarts=m['settings'].get('restarts'),
+                          losses=m['settings'].get('losses'),
+                          targets=m['settings'].get('n_targets'),
+                          queries=m['settings'].get('queries'),
+                          random_start=m['settings'].get('random_start'))
+                     for m in members]))
+    subset = protocol.get('subset')
+    run = protocol['run']
+    return dict(
+        attacks=attacks, num_samples=summary['num_samples'],
+        subset=subset,
+        seeds=dict(training=run.get('seed'),
+                   attacks=sorted({a['seed'] for a in attacks
+                                   if a['seed'] is not None}),
+                   subset=None if subset is None else subset['seed']),
+        normalisation_space='budgets are per-sample norms of the '
+        'perturbation of the model input after the data preprocessor '
+        "(mean/std normalised), unless an attack's unit is 'raw'")
 
 
 def load_report(path: str) -> dict:
@@ -219,12 +265,15 @@ def _run_section(report: dict, label: str) -> List[str]:
                      s.get('eps', s.get('sigma', p.get('budget'))),
                      s.get('eps_unit', p.get('unit')), s.get('steps'),
                      s.get('step_size'), s.get('random_start'),
-                     s.get('clamp'), p['accuracy'],
+                     s.get('clamp'), p.get('evaluated_samples'),
+                     p['accuracy'],
                      p['status'] if p['status'] == 'ok'
                      else f'FAILED: {p["error"]}'])
     lines += _table(['perturbation', 'type', 'budget', 'unit', 'steps',
-                     'step size', 'random start', 'clamp', 'accuracy',
-                     'status'], rows)
+                     'step size', 'random start', 'clamp', 'samples',
+                     'accuracy', 'status'], rows)
+    lines += _protocol_lines(report)
+    lines += _trust_lines(report.get('trust'))
     if cert['status'] == 'on':
         names = list(cert['certified'])
         lines += ['', 'Certified accuracy (r > R):', '']
@@ -237,6 +286,54 @@ def _run_section(report: dict, label: str) -> List[str]:
                       f'{check["total"]} violation(s)'
                       + (' — tau is underestimated.' if check['total']
                          else '.')]
+    return lines
+
+
+def _protocol_lines(report: dict) -> List[str]:
+    proto = report.get('protocol')
+    if not proto:
+        return []
+    lines = ['', '### Protocol', '',
+             f'- samples: {proto["num_samples"]}; seeds: {proto["seeds"]}',
+             f'- space: {proto["normalisation_space"]}']
+    subset = proto.get('subset')
+    if subset:
+        lines.append(f'- **subsample**: {subset["perturbations"]} ran on a '
+                     f'seeded subsample (size ~{subset["size"]} of '
+                     f'{subset["dataset_size"]}, seed {subset["seed"]}); '
+                     'see the samples column')
+    rows = []
+    for a in proto['attacks']:
+        for m in a['members']:
+            if m['steps'] is None and m['queries'] is None:
+                continue
+            rows.append([a['name'], m['name'], a['norm'], m['steps'],
+                         m['restarts'], m['losses'], m['targets'],
+                         m['queries'], a['seed'], a['samples']])
+    if rows:
+        lines += [''] + _table(['perturbation', 'attack', 'norm', 'steps',
+                                'restarts', 'losses', 'targets', 'queries',
+                                'seed', 'samples'], rows)
+    ensembles = [p for p in report['perturbations'] if p.get('per_attack')]
+    if ensembles:
+        lines += ['', 'Ensembles, accuracy after each member (cumulative '
+                  'per-sample worst case):', '']
+        lines += _table(['ensemble', 'member', 'broke first',
+                         'accuracy after'],
+                        [[p['name'], a['name'], a['broken'],
+                          a['robust_accuracy']]
+                         for p in ensembles for a in p['per_attack']])
+    return lines
+
+
+def _trust_lines(trust: Optional[dict]) -> List[str]:
+    if not trust:
+        return []
+    verdict = 'all pass' if trust['passed'] else 'SOME FAIL'
+    lines = ['', f'### Trust checks ({verdict})', '']
+    lines += _table(['check', 'status', 'figure', 'criterion'],
+                    [[name, c['status'].upper(), c['figure'],
+                      c['criterion']] for name, c in trust['checks'].items()])
     return lines
 
 

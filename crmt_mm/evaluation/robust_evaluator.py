@@ -26,8 +26,10 @@ from mmengine.runner import Runner
 from mmengine.runner.amp import autocast
 from torch import Tensor
 
-from crmt_mm.attacks import (Perturbation, build_perturbations,
-                             check_modalities)
+from crmt_mm.attacks import (APGD, MultiModalAutoAttack, Perturbation,
+                             build_perturbations, check_modalities,
+                             nested_sweep)
+from crmt_mm.attacks.base import format_value
 from crmt_mm.certification import (certified_radius, estimate_tau_on_loader,
                                    modality_radii)
 from .certify_config import CERTIFICATE_LABEL, check_certify
@@ -35,6 +37,8 @@ from .contract import check_model
 from .metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
 from .model_state import capture_features, eval_mode
 from .progress import Progress
+from .subset import check_subset, subset_mask
+from .trust import check_trust, gradient_norms
 
 
 class RobustEvaluator:
@@ -72,6 +76,16 @@ class RobustEvaluator:
         logger (MMLogger, optional): Defaults to None (the current one).
         who (str): the driver's name, for error messages. Defaults to
             ``'RobustEvaluator'``.
+        subset (dict, optional): ``dict(size=N, seed=S)``: run the
+            expensive perturbations (every ``MultiModalAutoAttack`` whose
+            version is not ``'reference'``) and the large-budget trust
+            attacks only on a seeded subsample of about N clips
+            (:mod:`crmt_mm.evaluation.subset`); every other perturbation
+            sees every clip. Defaults to None (every clip).
+        trust (bool | dict | str): the trust figures of
+            :mod:`crmt_mm.evaluation.trust` (True, or a dict overriding
+            :data:`~crmt_mm.evaluation.trust.TRUST_DEFAULTS`); ``'auto'``:
+            on when an ensemble is evaluated. Defaults to ``'auto'``.
 
     Example:
         >>> evaluator = RobustEvaluator(
@@ -83,7 +97,8 @@ class RobustEvaluator:
     def __init__(self, model, perturbations: Sequence = (),
                  certify: Optional[dict] = None, stage: str = 'test',
                  fp16: bool = False, log_interval: Optional[int] = None,
-                 logger=None, who: str = 'RobustEvaluator') -> None:
+                 logger=None, who: str = 'RobustEvaluator',
+                 subset: Optional[dict] = None, trust='auto') -> None:
         if log_interval is not None and (
                 isinstance(log_interval, bool) or
                 not isinstance(log_interval, int) or log_interval < 1):
@@ -105,10 +120,60 @@ class RobustEvaluator:
             raise ValueError(
                 f'{who} has nothing to evaluate: give `perturbations` and/or '
                 '`certify`')
+        self.subset = check_subset(subset)
+        ensembles = [p for p in self.perturbations
+                     if isinstance(p, MultiModalAutoAttack)]
+        if trust == 'auto':
+            trust = bool(ensembles)
+        #: The checked trust settings (None = off).
+        self.trust = check_trust(trust)
+        self._plan = self._sweep_plan()
+        self.large = self._large_budget_attacks() if self.trust else {}
         self._tau_skip_logged = False
         self._tau: Optional[Tensor] = None
         self._certification = dict(status='off')
         self._run_info: dict = {}
+
+    def _sweep_plan(self) -> List[List[Perturbation]]:
+        """Perturbations in evaluation units: each group of ensembles
+        that differ only in budget (one ``eps`` list) is one nested sweep;
+        every other perturbation is a unit of its own."""
+        plan, sweeps = [], {}
+        for p in self.perturbations:
+            if isinstance(p, MultiModalAutoAttack):
+                key = p.sweep_key()
+                if key not in sweeps:
+                    sweeps[key] = []
+                    plan.append(sweeps[key])
+                sweeps[key].append(p)
+            else:
+                plan.append([p])
+        return plan
+
+    def _large_budget_attacks(self) -> Dict[str, APGD]:
+        """One APGD-CE per sweep at ``large_factor`` x its largest budget
+        (the trust check that accuracy reaches about 0)."""
+        factor, steps = self.trust['large_factor'], self.trust['large_steps']
+        out = {}
+        for unit in self._plan:
+            if not isinstance(unit[0], MultiModalAutoAttack):
+                continue
+            top = max(unit, key=lambda e: _largest(e.eps))
+            args = top._args
+            eps = {m: v * factor for m, v in top.eps.items()} \
+                if isinstance(top.eps, dict) else top.eps * factor
+            attack = APGD(eps=eps, loss='ce', steps=steps, restarts=1,
+                          seed=args['seed'], norm=args['norm'],
+                          modality=args['modality'],
+                          modalities=args['modalities'],
+                          clamp=args['clamp'], eps_unit=args['eps_unit'])
+            out.setdefault(attack.name, attack)
+        return out
+
+    def _expensive(self, p: Perturbation) -> bool:
+        """Run on the subsample only (see ``subset``)."""
+        return self.subset is not None and \
+            isinstance(p, MultiModalAutoAttack) and p.version != 'reference'
 
     # ---- set-up ------------------------------------------------------------
 
@@ -130,7 +195,8 @@ class RobustEvaluator:
 
     def begin(self, num_batches: int, tau_loader=None,
               tau_data: str = 'certify.tau_data',
-              run_info: Optional[dict] = None) -> dict:
+              run_info: Optional[dict] = None,
+              num_samples: Optional[int] = None) -> dict:
         """Start one evaluation: input spaces, tau, counters, a log line.
 
         Args:
@@ -140,7 +206,11 @@ class RobustEvaluator:
             tau_data (str): what ``tau_loader`` is, for the report.
                 Defaults to ``'certify.tau_data'``.
             run_info (dict, optional): run metadata for the report
-                (checkpoint, config, work_dir, world_size). Defaults to None.
+                (checkpoint, config, work_dir, world_size, seed).
+                Defaults to None.
+            num_samples (int, optional): clips in the whole evaluated
+                dataset (all ranks), for ``subset``; None = no subsample.
+                Defaults to None.
 
         Returns:
             dict: the certification section of the report (``status``
@@ -153,10 +223,16 @@ class RobustEvaluator:
         self._tau, self._certification = self._prepare_tau(tau_loader,
                                                             tau_data)
         self._run_info = dict(run_info or {})
+        self._num_samples = num_samples
+        if self.subset is not None and not num_samples:
+            self.logger.warning(
+                f'{self.who}: subset={self.subset} needs the dataset size; '
+                'not given, so every clip is attacked')
         self._correct = {name: 0 for name in
                          ['clean'] + [p.name for p in self.perturbations]}
         self._seconds = {name: 0.0 for name in self._correct}
         self._seconds['certify'] = 0.0
+        self._seconds['trust'] = 0.0
         self._seen = self._batches = 0
         self._num_batches = num_batches
         self._failed: Dict[str, str] = {}
@@ -251,13 +327,102 @@ class RobustEvaluator:
         x, y, _ = model.batch_to_modalities(data, preprocessed=True)
         preds = {'clean': self._clean_prediction(model, outputs, x)}
         self._seconds['clean'] += time.perf_counter() - start
-        for p in self.perturbations:
-            preds[p.name] = self._predict(p, model, x, y)
+        rows = subset_mask(x, self.subset, self._num_samples)
+        extra: Dict[str, list] = {}
+        for unit in self._plan:
+            if isinstance(unit[0], MultiModalAutoAttack):
+                self._sweep(unit, model, x, y, rows, preds, extra)
+            else:
+                preds[unit[0].name] = self._predict(unit[0], model, x, y)
         radii = {} if self._tau is None else self._radii(model, x, y, feats)
+        if self.trust is not None:
+            extra['trust'] = self._trust(model, x, y, rows)
+        if self.subset is not None:
+            extra['subset'] = rows.tolist()
         self._attach_records(outputs, y.tolist(), {
-            k: None if v is None else v.tolist() for k, v in preds.items()
-        }, radii)
+            k: v if v is None or isinstance(v, list) else v.tolist()
+            for k, v in preds.items()}, radii, extra)
         return outputs
+
+    def _sweep(self, unit: List[MultiModalAutoAttack], model, x, y,
+               rows: Tensor, preds: dict, extra: Dict[str, list]) -> None:
+        """One nested sweep over the ensembles of ``unit`` on ``rows``.
+
+        Fills ``preds`` (None outside ``rows``, or for every budget once
+        the sweep has failed) and ``extra['ensemble']`` (per clip, per
+        ensemble: the member that broke it first, and whether only the
+        gradient-free member did).
+        """
+        names = [e.name for e in unit]
+        batch = y.shape[0]
+        info = extra.setdefault('ensemble', [dict() for _ in range(batch)])
+        if not self._expensive(unit[0]):
+            rows = torch.ones(batch, dtype=torch.bool)
+        failed = next((self._failed[n] for n in names if n in self._failed),
+                      None)
+        if failed is not None or not bool(rows.any()):
+            for n in names:
+                preds[n] = None if failed is not None else [None] * batch
+            return
+        start = time.perf_counter()
+        index = torch.nonzero(rows).flatten()
+        sub = {m: t[index.to(t.device)] for m, t in x.items()}
+        try:
+            result = nested_sweep(unit, model.fused_logits, sub,
+                                  y[index.to(y.device)], self._spaces)
+        except Exception as err:  # noqa: BLE001 (reported, not swallowed)
+            for n in names:
+                self._failed[n] = f'{type(err).__name__}: {err}'
+                preds[n] = None
+            self.logger.error(
+                f'robust {self.stage}: ensemble sweep {names} failed and is '
+                'skipped from here on (reported as failed)', exc_info=True)
+            return
+        finally:
+            share = (time.perf_counter() - start) / len(names)
+            for n in names:
+                self._seconds[n] += share
+        by_eps = {_budget_key(e.eps): e.name for e in unit}
+        positions = index.tolist()
+        for res, eps in zip(result.results, result.budgets):
+            name = by_eps[_budget_key(eps)]
+            column: list = [None] * batch
+            classes = res.logits.argmax(1).tolist()
+            free = res.gradient_free_only.tolist()
+            for j, i in enumerate(positions):
+                column[i] = classes[j]
+                info[i][name] = dict(broken_by=res.broken_by[j],
+                                     gradient_free_only=bool(free[j]))
+            preds[name] = column
+
+    def _trust(self, model, x, y, rows: Tensor) -> list:
+        """Per clip: clean-gradient norms, the difference between two
+        clean passes and the predictions under the large-budget attacks
+        (on ``rows`` only when there is a subsample)."""
+        start = time.perf_counter()
+        batch = y.shape[0]
+        first = model.fused_logits(x).float()
+        second = model.fused_logits(x).float()
+        diff = (first - second).abs().flatten(1).amax(1).tolist()
+        grads = gradient_norms(model.fused_logits, x, y)
+        large: Dict[str, list] = {}
+        index = torch.nonzero(rows).flatten()
+        for name, attack in self.large.items():
+            column: list = [None] * batch
+            if index.numel():
+                sub = {m: t[index.to(t.device)] for m, t in x.items()}
+                pred = attack.predict(model.fused_logits, sub,
+                                      y[index.to(y.device)],
+                                      self._spaces).argmax(1).tolist()
+                for j, i in enumerate(index.tolist()):
+                    column[i] = pred[j]
+            large[name] = column
+        self._seconds['trust'] += time.perf_counter() - start
+        return [dict(grad={loss: {m: v[i] for m, v in per.items()}
+                           for loss, per in grads.items()},
+                     forward_diff=diff[i],
+                     large={n: c[i] for n, c in large.items()})
+                for i in range(batch)]
 
     @staticmethod
     def _clean_prediction(model, outputs, x) -> Tensor:
@@ -314,14 +479,25 @@ class RobustEvaluator:
 
     def _attach_records(self, outputs, labels: List[int],
                         preds: Dict[str, Optional[List[int]]],
-                        radii: Dict[str, list]) -> None:
-        """One plain-Python record per sample, for RobustAccMetric."""
+                        radii: Dict[str, list],
+                        extra: Optional[Dict[str, list]] = None) -> None:
+        """One plain-Python record per sample, for RobustAccMetric.
+
+        A perturbation left out of a clip by ``subset`` has the prediction
+        None there and its name in the record's ``skipped`` list.
+        """
         failed = dict(self._failed)
+        extra = extra or {}
         for i, sample in enumerate(outputs):
             record = dict(label=labels[i],
                           preds={k: None if v is None else v[i]
                                  for k, v in preds.items()},
-                          **{k: v[i] for k, v in radii.items()})
+                          **{k: v[i] for k, v in radii.items()},
+                          **{k: v[i] for k, v in extra.items()})
+            skipped = [k for k, v in preds.items()
+                       if v is not None and v[i] is None]
+            if skipped:
+                record['skipped'] = skipped
             if failed:
                 record['failed'] = failed
             sample.set_field(record, RECORD_FIELD)
@@ -329,7 +505,8 @@ class RobustEvaluator:
         for name, pred in preds.items():
             if pred is not None:
                 self._correct[name] += sum(
-                    int(p == t) for p, t in zip(pred, labels))
+                    int(p == t) for p, t in zip(pred, labels)
+                    if p is not None)
 
     def _log_progress(self) -> None:
         batches = self._batches
@@ -375,7 +552,15 @@ class RobustEvaluator:
             for k, v in self._seconds.items()}
         return dict(run=run, modalities=list(model.modalities),
                     clamp_ranges=self._clamp_ranges(),
-                    certification=dict(self._certification))
+                    certification=dict(self._certification),
+                    subset=None if self.subset is None else dict(
+                        self.subset, dataset_size=self._num_samples,
+                        perturbations=[p.name for p in self.perturbations
+                                       if self._expensive(p)]
+                        + list(self.large)),
+                    trust=None if self.trust is None else dict(
+                        self.trust, large={n: a.describe()
+                                           for n, a in self.large.items()}))
 
     def end(self) -> dict:
         """Log the failures; return :meth:`protocol`."""
@@ -416,7 +601,8 @@ class RobustEvaluator:
         """
         metric = metric if metric is not None else RobustAccMetric()
         self.bind(metric)
-        self.begin(len(dataloader), tau_loader, tau_data, run_info)
+        self.begin(len(dataloader), tau_loader, tau_data, run_info,
+                   num_samples=len(dataloader.dataset))
         metric.begin(True, self.certified)
         for batch in dataloader:
             metric.process(batch, self.process(batch))
@@ -424,6 +610,17 @@ class RobustEvaluator:
         return dict(metrics=metrics,
                     records=metric.records if is_main_process() else None,
                     protocol=self.end(), metric=metric)
+
+
+def _largest(eps) -> float:
+    return max(eps.values()) if isinstance(eps, dict) else float(eps)
+
+
+def _budget_key(eps):
+    """A hashable form of a budget (float or per-modality dict)."""
+    if isinstance(eps, dict):
+        return tuple(sorted((m, format_value(v)) for m, v in eps.items()))
+    return format_value(eps)
 
 
 def check_tau_data(runner: Runner, certify: Optional[dict]) -> None:

@@ -11,6 +11,12 @@ A record is what the robust evaluator writes for one sample::
     preds           {'clean': int, <perturbation name>: int or None}
                     (None once that perturbation failed)
     failed          {name: 'ErrorType: message'}, only if one failed
+    skipped         [names] left out of this sample by the evaluator's
+                    ``subset`` (their preds are None), only if any
+    subset          bool, the sample is in the subsample (with ``subset``)
+    ensemble        {ensemble name: {'broken_by': member name, 'clean' or
+                    None, 'gradient_free_only': bool}} (with ensembles)
+    trust           the trust figures of :mod:`crmt_mm.evaluation.trust`
     radius          float, joint certified radius r(x) (with certification)
     modality_radii  {modality: float}, every r^(m)(x) (with certification)
 """
@@ -118,19 +124,29 @@ def summarize(records: List[dict], descriptions: List[dict],
         return out
     labels = np.array([r['label'] for r in records], dtype=np.int64)
     correct = {'clean': _column(records, 'clean') == labels}
+    # Samples each perturbation was run on (all but a subset's left-outs);
+    # ``correct`` is True on the others so no check counts them as broken.
+    evaluated: Dict[str, np.ndarray] = {}
     accuracy = out['accuracy']
     accuracy['clean'] = float(correct['clean'].mean())
     for desc in descriptions:
-        entry = dict(desc, status='ok', accuracy=None, error=None)
-        column = [r['preds'][desc['name']] for r in records]
-        done = [v for v in column if v is not None]
-        if len(done) < n:
+        name = desc['name']
+        entry = dict(desc, status='ok', accuracy=None, error=None,
+                     evaluated_samples=n)
+        column = [r['preds'][name] for r in records]
+        ran = np.array([name not in r.get('skipped', ()) for r in records])
+        done = [v for v, e in zip(column, ran) if e and v is not None]
+        if len(done) < int(ran.sum()) or not ran.any():
             entry.update(status='failed', evaluated_samples=len(done),
-                         error=_error(records, desc['name']))
+                         error=_error(records, name))
         else:
-            correct[desc['name']] = np.array(column) == labels
-            entry['accuracy'] = accuracy[desc['name']] = float(
-                correct[desc['name']].mean())
+            hits = np.array([v == t if e else True for v, t, e in
+                             zip(column, labels, ran)], dtype=bool)
+            correct[name], evaluated[name] = hits, ran
+            entry['evaluated_samples'] = int(ran.sum())
+            entry['accuracy'] = accuracy[name] = float(hits[ran].mean())
+            if desc['type'] == 'MultiModalAutoAttack':
+                entry['per_attack'] = _per_attack(records, desc, ran)
         out['perturbations'].append(entry)
     for group in groups:
         entry = dict(group, status='ok', accuracy=None, error=None)
@@ -140,8 +156,12 @@ def summarize(records: List[dict], descriptions: List[dict],
         else:
             hits = np.logical_and.reduce(
                 [correct[m] for m in group['members']])
-            correct[group['name']] = hits
-            entry['accuracy'] = accuracy[group['name']] = float(hits.mean())
+            ran = np.logical_and.reduce(
+                [evaluated[m] for m in group['members']])
+            correct[group['name']], evaluated[group['name']] = hits, ran
+            entry['evaluated_samples'] = int(ran.sum())
+            entry['accuracy'] = accuracy[group['name']] = float(
+                hits[ran].mean()) if ran.any() else None
         out['worst_case'].append(entry)
     out['curves'] = _curves(out['perturbations'] + out['worst_case'],
                             accuracy['clean'])
@@ -170,6 +190,27 @@ def scalars(summary: dict) -> Dict[str, float]:
     if cert['violations']['checked']:
         metrics['cert_violations'] = cert['violations']['total']
     return metrics
+
+
+def _per_attack(records: list, desc: dict, ran: np.ndarray) -> List[dict]:
+    """Per ensemble member, over the evaluated samples: clips it broke
+    first and the cumulative worst-case accuracy after it."""
+    name = desc['name']
+    broken_by = [r.get('ensemble', {}).get(name, {}).get('broken_by')
+                 for r, e in zip(records, ran) if e]
+    total = max(len(broken_by), 1)
+    robust = sum(b != 'clean' for b in broken_by)
+    out = []
+    # In a nested sweep a clip broken at a smaller budget keeps the name of
+    # that budget's member, so members are matched by attack kind.
+    kinds = [None if b in (None, 'clean') else b.split('_', 1)[0]
+             for b in broken_by]
+    for member in desc['settings']['attacks']:
+        broke = kinds.count(member.split('_', 1)[0])
+        robust -= broke
+        out.append(dict(name=member, broken=broke,
+                        robust_accuracy=robust / total))
+    return out
 
 
 def _column(records: list, name: str) -> np.ndarray:

@@ -32,11 +32,12 @@ class RobustLoopMixin:
     _stage: str
 
     def _init_robust(self, perturbations, certify, report_dir,
-                     log_interval) -> None:
+                     log_interval, subset=None, trust='auto') -> None:
         self.robust = RobustEvaluator(
             unwrap(self.runner.model), perturbations, certify,
             stage=self._stage, fp16=self.fp16, log_interval=log_interval,
-            logger=self.runner.logger, who=type(self).__name__)
+            logger=self.runner.logger, who=type(self).__name__,
+            subset=subset, trust=trust)
         check_tau_data(self.runner, self.robust.certify)
         self.report_dir = report_dir
         self.metric = self._robust_metric()
@@ -89,7 +90,9 @@ class RobustLoopMixin:
                           run_info=dict(checkpoint=runner.cfg.get('load_from'),
                                         config=runner.cfg.filename,
                                         work_dir=runner.work_dir,
-                                        world_size=runner.world_size))
+                                        world_size=runner.world_size,
+                                        seed=runner.seed),
+                          num_samples=len(self.dataloader.dataset))
         self.metric.begin(True, self.robust.certified)
         metrics = super().run()
         protocol = self.robust.end()
@@ -183,6 +186,14 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
             many batches. Defaults to None (about ten lines per pass, and
             at least one every 30 s).
         fp16 (bool): autocast the clean pass. Defaults to False.
+        subset (dict, optional): ``dict(size=N, seed=S)``: the expensive
+            ensembles (``MultiModalAutoAttack``, version not
+            ``'reference'``) and the large-budget trust attacks run on a
+            seeded subsample of about N clips (the report says so and
+            gives every perturbation's sample count). Defaults to None.
+        trust (bool | dict | str): trust figures and checks
+            (:mod:`crmt_mm.evaluation.trust`); ``'auto'`` = on when an
+            ensemble is evaluated. Defaults to ``'auto'``.
 
     Example:
         >>> test_cfg = dict(
@@ -203,9 +214,11 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
                  certify: Optional[dict] = None,
                  report_dir: Optional[str] = None,
                  log_interval: Optional[int] = None,
-                 fp16: bool = False) -> None:
+                 fp16: bool = False, subset: Optional[dict] = None,
+                 trust='auto') -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
-        self._init_robust(perturbations, certify, report_dir, log_interval)
+        self._init_robust(perturbations, certify, report_dir, log_interval,
+                          subset, trust)
 
 
 @LOOPS.register_module()
@@ -237,6 +250,10 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
         log_interval (int, optional): as in :class:`RobustTestLoop`.
             Defaults to None.
         fp16 (bool): autocast the clean pass. Defaults to False.
+        subset (dict, optional): as in :class:`RobustTestLoop`.
+            Defaults to None.
+        trust (bool | dict | str): as in :class:`RobustTestLoop`.
+            Defaults to ``'auto'``.
 
     Example:
         >>> val_cfg = dict(
@@ -252,14 +269,16 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
                  certify: Optional[dict] = None, interval: int = 1,
                  report_dir: Optional[str] = None,
                  log_interval: Optional[int] = None,
-                 fp16: bool = False) -> None:
+                 fp16: bool = False, subset: Optional[dict] = None,
+                 trust='auto') -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if isinstance(interval, bool) or not isinstance(interval, int) \
                 or interval < 1:
             raise ValueError(
                 f'interval must be an int >= 1, got {interval!r}')
         self.interval = interval
-        self._init_robust(perturbations, certify, report_dir, log_interval)
+        self._init_robust(perturbations, certify, report_dir, log_interval,
+                          subset, trust)
 
     def _training_progress(self):
         """(progress, last, unit) inside training, else None.

@@ -1,0 +1,85 @@
+"""tools/demo.py's multi-seed aggregation and resume logic on fake runs."""
+import json
+
+import pytest
+from mmengine.config import Config
+
+from helpers import load_tool
+
+demo = load_tool('demo')
+EPS = [0.5, 1.0, 2.0, 4.0]
+
+
+def _report(clean, strong_audio, strong_visual, labels, audio_correct):
+    """A fake robustness report: metrics and per-clip records."""
+    metrics = {'robust/clean': clean, 'robust/missing_audio': 0.2,
+               'robust/missing_visual': 0.6}
+    for eps, a, v in zip(EPS, strong_audio, strong_visual):
+        metrics[f'robust/aa-fast_audio@{eps}'] = a
+        metrics[f'robust/aa-fast_visual@{eps}'] = v
+    name = 'aa-fast_audio@2.0'
+    records = [dict(label=t, preds={'clean': t, name: t if ok else -1,
+                                    'aa-fast_visual@2.0': t})
+               for t, ok in zip(labels, audio_correct)]
+    return dict(metrics=metrics, records=records, perturbations=[
+        dict(type='MultiModalAutoAttack', kind='aa-fast')])
+
+
+def _runs():
+    labels = list(range(10))
+    return {
+        0: dict(jt=_report(1.0, [0.8, 0.6, 0.4, 0.1], [0.9] * 4, labels,
+                           [1] * 4 + [0] * 6),
+                crmt=_report(0.99, [0.9, 0.8, 0.7, 0.5], [0.9] * 4, labels,
+                             [1] * 7 + [0] * 3)),
+        1: dict(jt=_report(1.0, [0.8, 0.5, 0.3, 0.1], [0.9] * 4, labels,
+                           [1] * 3 + [0] * 7),
+                crmt=_report(0.97, [0.9, 0.8, 0.45, 0.5], [0.9] * 4,
+                             labels, [1] * 4 + [0] * 6)),
+    }
+
+
+def test_choose_budget_uses_the_strong_worst_case():
+    jt = _runs()[0]['jt']
+    assert demo.choose_budget(jt) == ('audio', 2.0)
+
+
+def test_aggregate_mean_min_max_checks_and_bootstrap():
+    out = demo.aggregate(_runs(), 'audio')
+    assert out['budget'] == 2.0  # seed 0: 2.0 (0.4 <= 0.5), seed 1: 1.0
+    assert out['mean']['jt']['strong_audio'] == pytest.approx(0.35)
+    assert out['min']['crmt']['strong_audio'] == 0.45
+    assert out['max']['crmt']['clean'] == 0.99
+    assert out['per_seed'][0]['checks'][
+        'crmt_at_least_10_points_more_under_attack']
+    # seed 1: CRMT's clean accuracy is 3 points lower than JT's
+    assert not out['per_seed'][1]['checks']['crmt_clean_within_2_points']
+    assert not out['all_seeds_hold']
+    d = out['difference']['strong_audio']
+    assert d['mean'] == pytest.approx(((7 - 4) + (4 - 3)) / 20)
+    assert d['low'] <= d['mean'] <= d['high']
+    assert (d['seeds'], d['clips']) == (2, 10)
+    table = demo.seeds_table(out)
+    assert 'CRMT - JT' in table and 'strong_audio' in table
+
+
+def test_finished_training_is_reused_only_with_the_same_config(tmp_path):
+    cfg = Config(dict(work_dir=str(tmp_path), a=1))
+    assert demo.finished_checkpoint(cfg) is None
+    ckpt = tmp_path / 'epoch_3.pth'
+    ckpt.write_bytes(b'')
+    with open(tmp_path / demo.STAMP, 'w') as f:
+        json.dump(dict(config=cfg.pretty_text, checkpoint=str(ckpt)), f)
+    assert demo.finished_checkpoint(cfg) == str(ckpt)
+    other = Config(dict(work_dir=str(tmp_path), a=2))
+    with pytest.raises(RuntimeError, match='another config'):
+        demo.finished_checkpoint(other)
+    ckpt.unlink()  # stamp without its checkpoint: train again
+    assert demo.finished_checkpoint(cfg) is None
+
+
+def test_seed_flags():
+    assert demo.parse_args([]).seeds == [0]
+    assert demo.parse_args(['--seeds', '0', '1', '2']).seeds == [0, 1, 2]
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--seed', '0', '--seeds', '1'])
