@@ -69,8 +69,13 @@ def test_finished_training_is_reused_only_with_the_same_config(tmp_path):
     ckpt = tmp_path / 'epoch_3.pth'
     ckpt.write_bytes(b'')
     with open(tmp_path / demo.STAMP, 'w') as f:
-        json.dump(dict(config=cfg.pretty_text, checkpoint=str(ckpt)), f)
+        json.dump(dict(config=demo.training_text(cfg),
+                       checkpoint=str(ckpt)), f)
     assert demo.finished_checkpoint(cfg) == str(ckpt)
+    # Another evaluation does not invalidate the training.
+    evaluated = Config(dict(work_dir=str(tmp_path), a=1,
+                            test_cfg=dict(type='RobustTestLoop')))
+    assert demo.finished_checkpoint(evaluated) == str(ckpt)
     other = Config(dict(work_dir=str(tmp_path), a=2))
     with pytest.raises(RuntimeError, match='another config'):
         demo.finished_checkpoint(other)

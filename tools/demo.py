@@ -145,8 +145,21 @@ def configure(config: str, work_dir: str, seed: int, args) -> Config:
     return cfg
 
 
+#: Config keys that only concern the evaluation: a finished training stays
+#: valid when they change (a re-run then only re-evaluates).
+EVALUATION_KEYS = ('test_cfg', 'test_evaluator', 'test_dataloader')
+
+
+def training_text(cfg: Config) -> str:
+    """The config text that determines the trained weights (everything but
+    the evaluation keys)."""
+    return Config({k: v for k, v in cfg.to_dict().items()
+                   if k not in EVALUATION_KEYS}).pretty_text
+
+
 def finished_checkpoint(cfg: Config):
-    """The final checkpoint of a finished training of exactly ``cfg``.
+    """The final checkpoint of a finished training of exactly ``cfg``'s
+    training part (:func:`training_text`).
 
     Returns None when there is no finished training in ``cfg.work_dir``.
 
@@ -159,7 +172,7 @@ def finished_checkpoint(cfg: Config):
         return None
     with open(stamp) as f:
         done = json.load(f)
-    if done['config'] != cfg.pretty_text:
+    if done['config'] != training_text(cfg):
         raise RuntimeError(
             f'{cfg.work_dir} holds a finished training of another config '
             f'({stamp} differs from the current one); use another '
@@ -186,7 +199,8 @@ def train_and_test(name: str, config: str, work_dir: str, seed: int,
             checkpoint = osp.join(cfg.work_dir, 'demo_final.pth')
             runner.save_checkpoint(cfg.work_dir, 'demo_final.pth')
         with open(osp.join(cfg.work_dir, STAMP), 'w') as f:
-            json.dump(dict(config=cfg.pretty_text, checkpoint=checkpoint), f)
+            json.dump(dict(config=training_text(cfg),
+                           checkpoint=checkpoint), f)
     else:
         print(f'\n=== {name} (seed {seed}): reusing the finished training '
               f'{checkpoint} ===', flush=True)
