@@ -30,11 +30,13 @@ from crmt_mm.attacks import (Perturbation, build_perturbations,
                              check_modalities)
 from crmt_mm.certification import (certified_radius, estimate_tau_on_loader,
                                    modality_radii)
+from crmt_mm.certification.smoothing import sample_indices
 from .certify_config import CERTIFICATE_LABEL, check_certify
 from .contract import check_model
 from .metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
 from .model_state import capture_features, eval_mode
 from .progress import Progress
+from .smoothing_eval import SMOOTHING_FIELD, SmoothingRun
 
 
 class RobustEvaluator:
@@ -64,6 +66,11 @@ class RobustEvaluator:
         certify (dict, optional): see
             :func:`crmt_mm.evaluation.certify_config.check_certify`.
             Defaults to None (off).
+        smoothing (Sequence[dict]): randomized-smoothing entries, each a
+            ``GaussianSmoothingCertifier`` config plus ``subset``,
+            ``radii`` and ``check_attacks``
+            (:class:`~crmt_mm.evaluation.smoothing_eval.SmoothingRun`).
+            Defaults to () (off).
         stage (str): ``'val'`` or ``'test'``, for log lines and the report.
             Defaults to ``'test'``.
         fp16 (bool): autocast the clean pass. Defaults to False.
@@ -83,7 +90,8 @@ class RobustEvaluator:
     def __init__(self, model, perturbations: Sequence = (),
                  certify: Optional[dict] = None, stage: str = 'test',
                  fp16: bool = False, log_interval: Optional[int] = None,
-                 logger=None, who: str = 'RobustEvaluator') -> None:
+                 logger=None, who: str = 'RobustEvaluator',
+                 smoothing: Sequence[dict] = ()) -> None:
         if log_interval is not None and (
                 isinstance(log_interval, bool) or
                 not isinstance(log_interval, int) or log_interval < 1):
@@ -101,10 +109,22 @@ class RobustEvaluator:
         self.certify = check_certify(certify, self.descriptions)
         check_model(model, self.certify, who)
         check_modalities(self.perturbations, model.modalities)
-        if not self.perturbations and self.certify is None:
+        if not isinstance(smoothing, (list, tuple)):
+            raise ValueError(f'{who}: smoothing must be a list of certifier '
+                             f'configs, got {smoothing!r}')
+        #: One :class:`SmoothingRun` per ``smoothing`` entry.
+        self.smoothing = [SmoothingRun(entry, self.descriptions,
+                                       model.modalities, f'smoothing[{i}]')
+                          for i, entry in enumerate(smoothing)]
+        names = [run.name for run in self.smoothing]
+        if len(set(names)) != len(names):
+            raise ValueError(f'{who}: smoothing entries {names} repeat a '
+                             'name; give each a different modality or sigma')
+        if not self.perturbations and self.certify is None and \
+                not self.smoothing:
             raise ValueError(
-                f'{who} has nothing to evaluate: give `perturbations` and/or '
-                '`certify`')
+                f'{who} has nothing to evaluate: give `perturbations`, '
+                '`certify` and/or `smoothing`')
         self._tau_skip_logged = False
         self._tau: Optional[Tensor] = None
         self._certification = dict(status='off')
@@ -126,11 +146,13 @@ class RobustEvaluator:
     def bind(self, metric: RobustAccMetric) -> None:
         """Fix ``metric`` to this evaluator's perturbations and radii."""
         metric.bind(self.descriptions, self.model.modalities,
-                    self.certify['radii'] if self.certify else None)
+                    self.certify['radii'] if self.certify else None,
+                    smoothing=[run.describe() for run in self.smoothing])
 
     def begin(self, num_batches: int, tau_loader=None,
               tau_data: str = 'certify.tau_data',
-              run_info: Optional[dict] = None) -> dict:
+              run_info: Optional[dict] = None,
+              dataset_size: Optional[int] = None) -> dict:
         """Start one evaluation: input spaces, tau, counters, a log line.
 
         Args:
@@ -141,6 +163,9 @@ class RobustEvaluator:
                 Defaults to ``'certify.tau_data'``.
             run_info (dict, optional): run metadata for the report
                 (checkpoint, config, work_dir, world_size). Defaults to None.
+            dataset_size (int, optional): samples of the evaluated dataset,
+                for the seeded ``subset`` of the smoothing entries.
+                Defaults to None.
 
         Returns:
             dict: the certification section of the report (``status``
@@ -157,6 +182,9 @@ class RobustEvaluator:
                          ['clean'] + [p.name for p in self.perturbations]}
         self._seconds = {name: 0.0 for name in self._correct}
         self._seconds['certify'] = 0.0
+        for run in self.smoothing:
+            run.begin(dataset_size)
+            self._seconds[run.name] = 0.0
         self._seen = self._batches = 0
         self._num_batches = num_batches
         self._failed: Dict[str, str] = {}
@@ -257,7 +285,23 @@ class RobustEvaluator:
         self._attach_records(outputs, y.tolist(), {
             k: None if v is None else v.tolist() for k, v in preds.items()
         }, radii)
+        if self.smoothing:
+            self._smooth(model, x, y, outputs)
         return outputs
+
+    def _smooth(self, model, x, y, outputs) -> None:
+        """Smoothing certificates of the batch's subset samples, added to
+        their records (``record['smoothing'][name]``)."""
+        indices = sample_indices(outputs)
+        for run in self.smoothing:
+            start = time.perf_counter()
+            results = run.process(model.fused_logits, x, y, indices,
+                                  self.perturbations, self._spaces)
+            self._seconds[run.name] += time.perf_counter() - start
+            for sample, result in zip(outputs, results):
+                if result is not None:
+                    record = sample.get(RECORD_FIELD)
+                    record.setdefault(SMOOTHING_FIELD, {})[run.name] = result
 
     @staticmethod
     def _clean_prediction(model, outputs, x) -> Tensor:
@@ -375,7 +419,8 @@ class RobustEvaluator:
             for k, v in self._seconds.items()}
         return dict(run=run, modalities=list(model.modalities),
                     clamp_ranges=self._clamp_ranges(),
-                    certification=dict(self._certification))
+                    certification=dict(self._certification),
+                    smoothing=[r.describe() for r in self.smoothing])
 
     def end(self) -> dict:
         """Log the failures; return :meth:`protocol`."""
@@ -416,7 +461,8 @@ class RobustEvaluator:
         """
         metric = metric if metric is not None else RobustAccMetric()
         self.bind(metric)
-        self.begin(len(dataloader), tau_loader, tau_data, run_info)
+        self.begin(len(dataloader), tau_loader, tau_data, run_info,
+                   dataset_size=len(dataloader.dataset))
         metric.begin(True, self.certified)
         for batch in dataloader:
             metric.process(batch, self.process(batch))
