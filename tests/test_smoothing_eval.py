@@ -17,7 +17,7 @@ from crmt_mm.evaluation.smoothing_eval import (EMPIRICAL_LABEL,
                                                smoothing_scalars,
                                                smoothing_subset,
                                                summarize_smoothing)
-from helpers_eval import desc, robust_runner, save_tau_checkpoint
+from helpers_eval import desc, robust_runner
 from helpers_smoothing import LinearFusion, linear_inputs
 
 ENTRY = dict(type='GaussianSmoothingCertifier', modality='audio', sigma=0.25,
@@ -213,27 +213,111 @@ def test_attacks_inside_the_radius_never_flip_the_smoothed_classifier():
 # ---- the loop on the tiny AV-Digits fixture ----------------------------------
 
 def test_robust_test_loop_with_smoothing(avdigits_tiny, tmp_path):
-    ckpt = save_tau_checkpoint(avdigits_tiny, str(tmp_path))
+    # Initial weights, no tau: the smoothing part needs neither.
     runner = robust_runner(
-        avdigits_tiny, tmp_path / 'eval',
-        [dict(type='UniModalPGD', modality='audio', eps=[0.01, 2.0])],
-        certify=dict(radii=[0, 0.5]), indices=6, batch_size=4,
-        smoothing=[dict(
-            ENTRY, subset=dict(size=4, seed=1), radii=[0, 0.01, 0.5])])
-    runner.load_checkpoint(ckpt)
+        avdigits_tiny, tmp_path, [dict(type='UniModalPGD', modality='audio',
+                                       eps=0.01)],
+        indices=5, batch_size=3, smoothing=[dict(
+            ENTRY, n=32, subset=dict(size=3, seed=1), radii=[0, 0.01, 0.5])])
     metrics = runner.test()
-    with open(osp.join(str(tmp_path / 'eval'), 'robustness.json')) as f:
+    with open(osp.join(str(tmp_path), 'robustness.json')) as f:
         report = json.load(f)
     (s,) = report['smoothing']
-    chosen = sorted(smoothing_subset(6, 4, 1))
-    assert s['num_samples'] == 4 and s['settings']['subset'] == dict(
-        size=4, seed=1)
+    assert s['num_samples'] == 3 and s['settings']['subset'] == dict(
+        size=3, seed=1)
     assert s['label'] == ('sound w.p. 1 - alpha (smoothed classifier, '
-                          'sigma=0.25, N=64, alpha=0.01)')
+                          'sigma=0.25, N=32, alpha=0.01)')
     assert s['violations']['total'] == 0
     assert f'robust/{NAME}/certified@0.5' in metrics
-    assert len(s['bracket']['samples']) == 4
-    assert 'smoothing_audio@0.25' in report['run']['seconds_per_batch_rank0']
-    dump = runner.test_loop.metric.records
-    certified = [i for i, r in enumerate(dump) if r.get('smoothing')]
-    assert certified == chosen
+    assert f'robust/{NAME}/abstain' in metrics
+    assert len(s['bracket']['samples']) == 3
+    assert NAME in report['run']['seconds_per_batch_rank0']
+    records = runner.test_loop.metric.records
+    certified = [i for i, r in enumerate(records) if r.get('smoothing')]
+    assert certified == sorted(smoothing_subset(5, 3, 1))
+
+
+def test_loop_names_the_missing_sample_idx(avdigits_tiny, tmp_path):
+    runner = robust_runner(
+        avdigits_tiny, tmp_path, [], indices=2, batch_size=2,
+        smoothing=[dict(ENTRY, n=8, n0=4)])
+    pipeline = runner.cfg.test_dataloader.dataset.pipeline
+    pipeline[-1]['meta_keys'] = ('img_shape',)
+    runner._test_loop = runner.cfg.test_cfg  # rebuild with the new pipeline
+    runner._test_dataloader = runner.cfg.test_dataloader
+    with pytest.raises(KeyError, match="'sample_idx' to the test pipeline"):
+        runner.test()
+
+
+# ---- DDP: 2 gloo processes equal 1 ------------------------------------------
+
+DDP_TEST = 5  # odd: the second rank gets one padded sample
+
+
+@pytest.mark.slow
+def test_ddp_smoothing_equals_single_process(avdigits_tiny, tmp_path):
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from mmengine.runner import Runner
+
+    from helpers import ROOT, free_port, tiny_config
+    cfg = tiny_config('crmt_avdigits.py', avdigits_tiny, str(tmp_path))
+    Runner.from_cfg(cfg).save_checkpoint(
+        str(tmp_path), 'ckpt.pth', save_optimizer=False,
+        save_param_scheduler=False)
+    config = osp.join(str(tmp_path), 'smoothing_test.py')
+    with open(config, 'w') as f:
+        f.write(f"""
+_base_ = [{osp.join(ROOT, 'configs', 'crmt_avdigits.py')!r}]
+test_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(
+        ann_file={osp.join(avdigits_tiny, 'avdigits_test.txt')!r},
+        data_prefix=dict(img={osp.join(avdigits_tiny, 'rawframes', 'test')!r},
+                         audio={osp.join(avdigits_tiny, 'audio', 'test')!r}),
+        indices={DDP_TEST}))
+test_cfg = dict(
+    _delete_=True, type='RobustTestLoop',
+    perturbations=[dict(type='UniModalPGD', modality='audio', eps=0.01)],
+    smoothing=[dict(type='GaussianSmoothingCertifier', modality='audio',
+                    sigma=0.25, n0=8, n=32, alpha=0.01, batch_size=16),
+               dict(type='GaussianSmoothingCertifier', modality=None,
+                    sigma=dict(audio=0.25, visual=0.5), n0=8, n=32,
+                    alpha=0.01, batch_size=16, subset=dict(size=3, seed=2))])
+test_evaluator = [dict(type='RobustAccMetric')]
+# Only the test split is on disk here.
+default_hooks = dict(norm_check=None)
+log_level = 'WARNING'
+""")
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
+               OMP_NUM_THREADS='1')
+    runs = {}
+    for name, command in (
+            ('single', [sys.executable, osp.join(ROOT, 'tools', 'test.py')]),
+            ('ddp', ['bash', osp.join(ROOT, 'tools', 'dist_test.sh')])):
+        work = osp.join(str(tmp_path), name)
+        args = [config, osp.join(str(tmp_path), 'ckpt.pth')] + (
+            ['2'] if name == 'ddp' else []) + [
+            '--work-dir', work, '--dump', osp.join(work, 'dump.pkl')]
+        runs[name] = (work, subprocess.Popen(
+            command + args, env=env, cwd=str(tmp_path),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    results = {}
+    for name, (work, process) in runs.items():
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+        with open(osp.join(work, 'robustness.json')) as f:
+            report = json.load(f)
+        with open(osp.join(work, 'dump.pkl'), 'rb') as f:
+            results[name] = report, pickle.load(f)
+    (single, s_dump), (ddp, d_dump) = results['single'], results['ddp']
+    assert ddp['run']['world_size'] == 2
+    assert [s['num_samples'] for s in single['smoothing']] == [DDP_TEST, 3]
+    assert single['smoothing'] == ddp['smoothing']
+    assert single['metrics'] == ddp['metrics']
+    assert len(s_dump) == len(d_dump) == DDP_TEST
+    for a, b in zip(s_dump, d_dump):
+        assert a['robust_record'] == b['robust_record']
