@@ -288,8 +288,12 @@ test_cfg = dict(
                     sigma=dict(audio=0.25, visual=0.5), n0=8, n=32,
                     alpha=0.01, batch_size=16, subset=dict(size=3, seed=2))])
 test_evaluator = [dict(type='RobustAccMetric')]
-# Only the test split is on disk here.
-default_hooks = dict(norm_check=None)
+# The norm check reads every split's avdigits_norm.json: point all here.
+train_dataloader = dict(dataset=dict(
+    ann_file={osp.join(avdigits_tiny, 'avdigits_train.txt')!r},
+    data_prefix=dict(img={osp.join(avdigits_tiny, 'rawframes', 'train')!r},
+                     audio={osp.join(avdigits_tiny, 'audio', 'train')!r})))
+val_dataloader = test_dataloader
 log_level = 'WARNING'
 """)
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),

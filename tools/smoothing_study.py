@@ -160,7 +160,10 @@ def certify(name: str, args) -> dict:
 
 
 def write(results: dict, args) -> None:
-    with open(osp.join(args.work_dir, 'smoothing_study.json'), 'w') as f:
+    # One file per set of models, so that models can be certified apart.
+    stem = 'smoothing_study' if len(args.models) == len(MODELS) else \
+        'smoothing_study_' + '_'.join(args.models)
+    with open(osp.join(args.work_dir, f'{stem}.json'), 'w') as f:
         json.dump(results, f, indent=2)
     lines = ['| model | base clean (subset) | abstain | ' + ' | '.join(
         f'cert@{r:g}' for r in args.radii) + ' | s/clip |',
@@ -172,7 +175,7 @@ def write(results: dict, args) -> None:
                 f'{v:.3f}' for v in s['certified']) +
             f' | {s["seconds_per_clip"]:.2f} |')
     text = '\n'.join(lines) + '\n'
-    with open(osp.join(args.work_dir, 'smoothing_study.md'), 'w') as f:
+    with open(osp.join(args.work_dir, f'{stem}.md'), 'w') as f:
         f.write(text)
     print(text)
 
