@@ -20,5 +20,7 @@ test_cfg = dict(perturbations=[
     dict(type='MissingModality', modality='visual'),
     dict(type='MissingModality', modality='flow', mode='feature'),
     dict(type='MissingModality', modality='visual', mode='feature'),
-])
+], smoothing=[dict(type='GaussianSmoothingCertifier', modality='flow',
+                   sigma=0.25, n0=100, n=100000, alpha=0.001,
+                   batch_size=256, seed=0, subset=dict(size=500, seed=0))])
 randomness = dict(seed=2024, deterministic=True)

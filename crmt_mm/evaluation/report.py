@@ -18,6 +18,8 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
+from .smoothing_eval import (EMPIRICAL_LABEL, smoothing_scalars,
+                             summarize_smoothing)
 from .summary import scalars, summarize
 from .trust import trust_checks
 
@@ -26,9 +28,9 @@ REPORT_FORMAT = 'crmt_mm.robustness/1'
 
 #: Line style per curve kind; colours tell the runs apart.
 LINE_STYLES = {'pgd': '-', 'fgm': '--', 'worst': '-.', 'noise': ':',
-               'certified': (0, (1, 1))}
+               'certified': (0, (1, 1)), 'smoothing': (0, (5, 1, 1, 1))}
 MARKERS = {'pgd': 'o', 'fgm': 's', 'worst': 'v', 'noise': 'd',
-           'certified': 'x'}
+           'certified': 'x', 'smoothing': ''}
 
 
 def build_report(records: List[dict], descriptions: List[dict],
@@ -57,6 +59,8 @@ def build_report(records: List[dict], descriptions: List[dict],
         ``trust`` (:func:`~crmt_mm.evaluation.trust.trust_checks`, None when
         the evaluator measured no trust figures), ``clamp_ranges``,
         ``perturbations``, ``worst_case``, ``curves``, ``certification``,
+        ``smoothing`` (one section per smoothing entry of the protocol, see
+        :func:`~crmt_mm.evaluation.smoothing_eval.summarize_smoothing`),
         ``metrics``.
     """
     cert = dict(protocol['certification'])
@@ -78,7 +82,8 @@ def build_report(records: List[dict], descriptions: List[dict],
                     radius_median=section['radius_median'],
                     radius_units='normalised input space, L2',
                     violations=section['violations'])
-    metrics = scalars(summary)
+    smoothing = summarize_smoothing(records, protocol.get('smoothing', []))
+    metrics = dict(scalars(summary), **smoothing_scalars(smoothing))
     trust = None if not protocol.get('trust') or not records else \
         trust_checks(records, summary, protocol['trust'])
     return dict(format=REPORT_FORMAT, run=run,
@@ -87,7 +92,7 @@ def build_report(records: List[dict], descriptions: List[dict],
                 clamp_ranges=protocol.get('clamp_ranges'),
                 perturbations=summary['perturbations'],
                 worst_case=summary['worst_case'], curves=summary['curves'],
-                certification=cert,
+                certification=cert, smoothing=smoothing,
                 metrics={f'{prefix}/{k}' if prefix else k: v
                          for k, v in metrics.items()})
 
@@ -230,6 +235,10 @@ def render_markdown(reports: Sequence[dict], labels: Sequence[str]) -> str:
              'normalised input space unless marked `_raw`. Certified '
              'accuracies are **empirical** (tau is a lower estimate of the '
              'Lipschitz constant), not guarantees.', '']
+    if any(r.get('smoothing') for r in reports):
+        lines += ['Entries `smoothing_*` are different: certificates of the '
+                  '**smoothed** classifier, sound with probability 1 − α '
+                  '(randomized smoothing, Cohen et al., ICML 2019).', '']
     lines += _table(['metric'] + list(labels),
                     [[k] + [r['metrics'].get(k) for r in reports]
                      for k in keys])
@@ -286,6 +295,46 @@ def _run_section(report: dict, label: str) -> List[str]:
                       f'{check["total"]} violation(s)'
                       + (' — tau is underestimated.' if check['total']
                          else '.')]
+    for section in report.get('smoothing', []):
+        lines += [''] + _smoothing_lines(section)
+    return lines
+
+
+def _smoothing_lines(s: dict) -> List[str]:
+    """Markdown of one randomized-smoothing section."""
+    lines = [f'### Randomized smoothing `{s["name"]}`: {s["label"]}', '',
+             f'- {s["num_samples"]} samples certified (subset: '
+             f'{s["settings"].get("subset")}); smoothed accuracy '
+             f'{_fmt(s["smoothed_accuracy"])}, abstention rate '
+             f'{_fmt(s["abstention_rate"])}, median radius (correct) '
+             f'{_fmt(s["radius_median"])}']
+    check = s['violations']
+    lines.append(f'- attacks on the smoothed classifier: {check["checked"]} '
+                 f'(sample, attack) pairs inside the certified radius, '
+                 f'{check["abstained"]} abstained, **{check["total"]} '
+                 'violation(s)**' + (' — a bug.' if check['total'] else '.'))
+    lines += ['', 'Certified accuracy of the smoothed classifier (correct '
+              'and radius > R):', '']
+    lines += _table(['R', 'certified'],
+                    [[r, a] for r, a in zip(s['radii'], s['certified'])])
+    bracket = s.get('bracket')
+    if bracket:
+        med, gap = bracket['median'], bracket['median_gap']
+        lines += ['', f'Per-sample bracket on {bracket["modality"]} '
+                  f'(medians over {len(bracket["samples"])} samples; '
+                  'sound ≤ empirical ≤ attack is expected, the first is a '
+                  'bound for the smoothed classifier, the others for the '
+                  'base model):', '']
+        lines += _table(
+            ['quantity', 'median'],
+            [['sound radius (smoothed, correct)', med['sound']],
+             [f'CRMT r^(m)(x), {EMPIRICAL_LABEL}', med['empirical']],
+             ['smallest breaking attack budget (base model)',
+              med['attack']],
+             ['gap: attack − sound', gap['attack_minus_sound']],
+             ['gap: empirical − sound', gap['empirical_minus_sound']],
+             ['gap: attack − empirical', gap['attack_minus_empirical']],
+             ['samples with sound > attack', bracket['sound_above_attack']]])
     return lines
 
 
@@ -350,8 +399,15 @@ def _series(report: dict) -> List[dict]:
     cert = report['certification']
     if cert['status'] == 'on':
         for group, values in cert['certified'].items():
-            out.append(dict(name=f'certified ({group})', kind='certified',
-                            panel=(group, 'eps'), x=cert['radii'], y=values))
+            out.append(dict(name=f'certified ({group}), {EMPIRICAL_LABEL}',
+                            kind='certified', panel=(group, 'eps'),
+                            x=cert['radii'], y=values))
+    for s in report.get('smoothing', []):
+        if s['num_samples']:
+            out.append(dict(name=f'smoothed, {s["label"]}', kind='smoothing',
+                            panel=(s['scope'], 'eps'),
+                            x=s['curve']['radius'], y=s['curve']['accuracy'],
+                            step=True))
     return out
 
 
@@ -388,7 +444,9 @@ def plot_curves(reports: Sequence[dict], labels: Sequence[str],
             # Colour = run when comparing, else one colour per curve.
             colour = f'C{labels.index(label) % 10}' if several \
                 else f'C{number % 10}'
+            # A step function: certified accuracy drops right after R.
             ax.plot(s['x'], s['y'], color=colour,
+                    drawstyle='steps-post' if s.get('step') else 'default',
                     linestyle=LINE_STYLES.get(s['kind'], '-'),
                     marker=MARKERS.get(s['kind'], '.'), markersize=4,
                     label=f'{label}: {s["name"]}' if several

@@ -32,6 +32,7 @@ from crmt_mm.attacks import (APGD, MultiModalAutoAttack, Perturbation,
 from crmt_mm.attacks.base import format_value
 from crmt_mm.certification import (certified_radius, estimate_tau_on_loader,
                                    modality_radii)
+from crmt_mm.certification.smoothing import sample_indices
 from .certify_config import CERTIFICATE_LABEL, check_certify
 from .contract import check_model
 from .metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
@@ -39,6 +40,7 @@ from .model_state import capture_features, eval_mode
 from .progress import Progress
 from .subset import check_subset, subset_mask
 from .trust import check_trust, gradient_norms
+from .smoothing_eval import SMOOTHING_FIELD, SmoothingRun
 
 
 class RobustEvaluator:
@@ -68,6 +70,11 @@ class RobustEvaluator:
         certify (dict, optional): see
             :func:`crmt_mm.evaluation.certify_config.check_certify`.
             Defaults to None (off).
+        smoothing (Sequence[dict]): randomized-smoothing entries, each a
+            ``GaussianSmoothingCertifier`` config plus ``subset``,
+            ``radii`` and ``check_attacks``
+            (:class:`~crmt_mm.evaluation.smoothing_eval.SmoothingRun`).
+            Defaults to () (off).
         stage (str): ``'val'`` or ``'test'``, for log lines and the report.
             Defaults to ``'test'``.
         fp16 (bool): autocast the clean pass. Defaults to False.
@@ -98,7 +105,8 @@ class RobustEvaluator:
                  certify: Optional[dict] = None, stage: str = 'test',
                  fp16: bool = False, log_interval: Optional[int] = None,
                  logger=None, who: str = 'RobustEvaluator',
-                 subset: Optional[dict] = None, trust='auto') -> None:
+                 subset: Optional[dict] = None, trust='auto',
+                 smoothing: Sequence[dict] = ()) -> None:
         if log_interval is not None and (
                 isinstance(log_interval, bool) or
                 not isinstance(log_interval, int) or log_interval < 1):
@@ -116,10 +124,22 @@ class RobustEvaluator:
         self.certify = check_certify(certify, self.descriptions)
         check_model(model, self.certify, who)
         check_modalities(self.perturbations, model.modalities)
-        if not self.perturbations and self.certify is None:
+        if not isinstance(smoothing, (list, tuple)):
+            raise ValueError(f'{who}: smoothing must be a list of certifier '
+                             f'configs, got {smoothing!r}')
+        #: One :class:`SmoothingRun` per ``smoothing`` entry.
+        self.smoothing = [SmoothingRun(entry, self.descriptions,
+                                       model.modalities, f'smoothing[{i}]')
+                          for i, entry in enumerate(smoothing)]
+        names = [run.name for run in self.smoothing]
+        if len(set(names)) != len(names):
+            raise ValueError(f'{who}: smoothing entries {names} repeat a '
+                             'name; give each a different modality or sigma')
+        if not self.perturbations and self.certify is None and \
+                not self.smoothing:
             raise ValueError(
-                f'{who} has nothing to evaluate: give `perturbations` and/or '
-                '`certify`')
+                f'{who} has nothing to evaluate: give `perturbations`, '
+                '`certify` and/or `smoothing`')
         self.subset = check_subset(subset)
         ensembles = [p for p in self.perturbations
                      if isinstance(p, MultiModalAutoAttack)]
@@ -191,7 +211,8 @@ class RobustEvaluator:
     def bind(self, metric: RobustAccMetric) -> None:
         """Fix ``metric`` to this evaluator's perturbations and radii."""
         metric.bind(self.descriptions, self.model.modalities,
-                    self.certify['radii'] if self.certify else None)
+                    self.certify['radii'] if self.certify else None,
+                    smoothing=[run.describe() for run in self.smoothing])
 
     def begin(self, num_batches: int, tau_loader=None,
               tau_data: str = 'certify.tau_data',
@@ -209,7 +230,8 @@ class RobustEvaluator:
                 (checkpoint, config, work_dir, world_size, seed).
                 Defaults to None.
             num_samples (int, optional): clips in the whole evaluated
-                dataset (all ranks), for ``subset``; None = no subsample.
+                dataset (all ranks), for ``subset`` and the smoothing entries'
+                ``subset``; None = no subsample.
                 Defaults to None.
 
         Returns:
@@ -233,6 +255,9 @@ class RobustEvaluator:
         self._seconds = {name: 0.0 for name in self._correct}
         self._seconds['certify'] = 0.0
         self._seconds['trust'] = 0.0
+        for run in self.smoothing:
+            run.begin(num_samples)
+            self._seconds[run.name] = 0.0
         self._seen = self._batches = 0
         self._num_batches = num_batches
         self._failed: Dict[str, str] = {}
@@ -342,7 +367,23 @@ class RobustEvaluator:
         self._attach_records(outputs, y.tolist(), {
             k: v if v is None or isinstance(v, list) else v.tolist()
             for k, v in preds.items()}, radii, extra)
+        if self.smoothing:
+            self._smooth(model, x, y, outputs)
         return outputs
+
+    def _smooth(self, model, x, y, outputs) -> None:
+        """Smoothing certificates of the batch's subset samples, added to
+        their records (``record['smoothing'][name]``)."""
+        indices = sample_indices(outputs)
+        for run in self.smoothing:
+            start = time.perf_counter()
+            results = run.process(model.fused_logits, x, y, indices,
+                                  self.perturbations, self._spaces)
+            self._seconds[run.name] += time.perf_counter() - start
+            for sample, result in zip(outputs, results):
+                if result is not None:
+                    record = sample.get(RECORD_FIELD)
+                    record.setdefault(SMOOTHING_FIELD, {})[run.name] = result
 
     def _sweep(self, unit: List[MultiModalAutoAttack], model, x, y,
                rows: Tensor, preds: dict, extra: Dict[str, list]) -> None:
@@ -560,7 +601,8 @@ class RobustEvaluator:
                         + list(self.large)),
                     trust=None if self.trust is None else dict(
                         self.trust, large={n: a.describe()
-                                           for n, a in self.large.items()}))
+                                           for n, a in self.large.items()}),
+                    smoothing=[r.describe() for r in self.smoothing])
 
     def end(self) -> dict:
         """Log the failures; return :meth:`protocol`."""

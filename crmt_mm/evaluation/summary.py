@@ -29,7 +29,7 @@ import numpy as np
 from crmt_mm.attacks.base import budget_norm, format_value, norm_suffix
 
 #: Metric names the perturbation names must not shadow.
-RESERVED = ('clean', 'certified', 'auc_', 'radius_', 'cert_')
+RESERVED = ('clean', 'certified', 'auc_', 'radius_', 'cert_', 'smoothing_')
 
 
 def worst_case_groups(worst_case: Union[None, str, Dict[str, Sequence[str]]],

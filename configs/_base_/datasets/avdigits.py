@@ -21,7 +21,11 @@ test_pipeline = [
     dict(type='RawFrameDecode'),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='LoadCRMTAudio', audio_shape=(64, 64)),
-    dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
+    dict(type='PackActionInputs', collect_keys=('imgs', 'audios'),
+         # sample_idx seeds the per-sample noise of randomized
+         # smoothing (docs/certification.md).
+         meta_keys=('img_shape', 'img_key', 'video_id', 'timestamp',
+                    'sample_idx')),
 ]
 
 

@@ -22,7 +22,11 @@ test_pipeline = [
     dict(type='Resize', scale=(224, 224), keep_ratio=False),
     dict(type='FormatShape', input_format='NCTHW'),
     dict(type='LoadCRMTAudio', audio_shape=(1024, 128)),
-    dict(type='PackActionInputs', collect_keys=('imgs', 'audios')),
+    dict(type='PackActionInputs', collect_keys=('imgs', 'audios'),
+         # sample_idx seeds the per-sample noise of randomized
+         # smoothing (docs/certification.md).
+         meta_keys=('img_shape', 'img_key', 'video_id', 'timestamp',
+                    'sample_idx')),
 ]
 
 

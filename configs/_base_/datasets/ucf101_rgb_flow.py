@@ -28,7 +28,11 @@ test_pipeline = [
     dict(type='FuseFlow'),
     dict(type='Fuse'),
     dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs', collect_keys=('imgs', 'flows')),
+    dict(type='PackActionInputs', collect_keys=('imgs', 'flows'),
+         # sample_idx seeds the per-sample noise of randomized
+         # smoothing (docs/certification.md).
+         meta_keys=('img_shape', 'img_key', 'video_id', 'timestamp',
+                    'sample_idx')),
 ]
 
 

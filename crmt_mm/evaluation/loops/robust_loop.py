@@ -32,12 +32,13 @@ class RobustLoopMixin:
     _stage: str
 
     def _init_robust(self, perturbations, certify, report_dir,
-                     log_interval, subset=None, trust='auto') -> None:
+                     log_interval, subset=None, trust='auto',
+                     smoothing=()) -> None:
         self.robust = RobustEvaluator(
             unwrap(self.runner.model), perturbations, certify,
             stage=self._stage, fp16=self.fp16, log_interval=log_interval,
             logger=self.runner.logger, who=type(self).__name__,
-            subset=subset, trust=trust)
+            subset=subset, trust=trust, smoothing=smoothing)
         check_tau_data(self.runner, self.robust.certify)
         self.report_dir = report_dir
         self.metric = self._robust_metric()
@@ -180,6 +181,17 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
             ``'model'``), ``tau_data`` (``'train'``, ``'self'`` = this
             loop's data, or a dataloader config; default ``'train'``) and
             ``tau_max_batches`` (int; default None = all). Defaults to None.
+        smoothing (Sequence[dict]): sound randomized-smoothing
+            certificates: each entry a ``GaussianSmoothingCertifier`` config
+            (``modality``, ``sigma``, ``n0``, ``n``, ``alpha``,
+            ``batch_size``, ``seed``) plus ``subset`` (None = every sample,
+            or ``dict(size=N, seed=S)``: N dataset indices drawn with seed
+            S), ``radii`` (R of the table; default 0 plus the covered
+            attack budgets) and ``check_attacks`` (PREDICT of the smoothed
+            classifier at the covered attacks' adversarial examples inside
+            the certified radius; default True). Needs ``'sample_idx'`` in
+            the test pipeline's ``PackActionInputs`` meta_keys
+            (``docs/certification.md``). Defaults to () (off).
         report_dir (str, optional): where the report goes. Defaults to None
             (the work dir).
         log_interval (int, optional): a progress line (with ETA) every this
@@ -202,7 +214,10 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
         ...         dict(type='UniModalPGD', modality='audio',
         ...              eps=[0.5, 1.0]),
         ...         dict(type='MissingModality', modality='visual')],
-        ...     certify=dict(radii=[0, 0.5, 1.0], tau_source='model'))
+        ...     certify=dict(radii=[0, 0.5, 1.0], tau_source='model'),
+        ...     smoothing=[dict(type='GaussianSmoothingCertifier',
+        ...                     modality='audio', sigma=0.25, n0=64, n=512,
+        ...                     alpha=0.001, subset=dict(size=64, seed=0))])
         >>> test_evaluator = [dict(type='AccMetric'),
         ...                   dict(type='RobustAccMetric')]
     """
@@ -215,10 +230,10 @@ class RobustTestLoop(RobustLoopMixin, TestLoop):
                  report_dir: Optional[str] = None,
                  log_interval: Optional[int] = None,
                  fp16: bool = False, subset: Optional[dict] = None,
-                 trust='auto') -> None:
+                 trust='auto', smoothing: Sequence[dict] = ()) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         self._init_robust(perturbations, certify, report_dir, log_interval,
-                          subset, trust)
+                          subset, trust, smoothing)
 
 
 @LOOPS.register_module()
@@ -246,6 +261,8 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
             validation (the model changes). Defaults to None.
         interval (int): robust part every this many epochs (iterations).
             Defaults to 1.
+        smoothing (Sequence[dict]): as in :class:`RobustTestLoop`.
+            Defaults to ().
         report_dir (str, optional): Defaults to None (the work dir).
         log_interval (int, optional): as in :class:`RobustTestLoop`.
             Defaults to None.
@@ -270,7 +287,7 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
                  report_dir: Optional[str] = None,
                  log_interval: Optional[int] = None,
                  fp16: bool = False, subset: Optional[dict] = None,
-                 trust='auto') -> None:
+                 trust='auto', smoothing: Sequence[dict] = ()) -> None:
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if isinstance(interval, bool) or not isinstance(interval, int) \
                 or interval < 1:
@@ -278,7 +295,7 @@ class RobustValLoop(RobustLoopMixin, ValLoop):
                 f'interval must be an int >= 1, got {interval!r}')
         self.interval = interval
         self._init_robust(perturbations, certify, report_dir, log_interval,
-                          subset, trust)
+                          subset, trust, smoothing)
 
     def _training_progress(self):
         """(progress, last, unit) inside training, else None.

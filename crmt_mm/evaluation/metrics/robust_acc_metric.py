@@ -7,6 +7,7 @@ from mmaction.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
+from ..smoothing_eval import smoothing_scalars, summarize_smoothing
 from ..summary import check_names, scalars, summarize, worst_case_groups
 
 #: Data-sample field holding the robust record of one sample.
@@ -48,6 +49,12 @@ class RobustAccMetric(BaseMetric):
       classified samples (absent if none is correct).
     * ``robust/cert_violations``: (sample, attack) pairs certified at the
       attack budget but broken by it; > 0 proves tau underestimated.
+    * With ``smoothing`` entries (sound certificates of the smoothed
+      classifier, ``docs/certification.md``), per entry name:
+      ``robust/smoothing_audio@0.25/certified@<R>``, ``.../abstain``
+      (abstention rate) and ``.../violations`` (smoothed predictions at
+      attacked points within the certified radius that differ from the
+      certified class; any > 0 is a bug).
 
     Args:
         worst_case (str | dict, optional): None (off), ``'auto'`` (every
@@ -88,6 +95,7 @@ class RobustAccMetric(BaseMetric):
         self.perturbations: Optional[List[dict]] = None
         self.modalities: Tuple[str, ...] = ()
         self.radii: Optional[List[float]] = None
+        self.smoothing: List[dict] = []
         self.groups: List[dict] = []
         self.active = False
         self.certified = False
@@ -96,8 +104,10 @@ class RobustAccMetric(BaseMetric):
         self._warned_unbound = False
 
     def bind(self, perturbations: List[dict], modalities: Sequence[str],
-             radii: Optional[Sequence[float]]) -> None:
-        """Fix the evaluated perturbations (their ``describe()`` dicts).
+             radii: Optional[Sequence[float]],
+             smoothing: Sequence[dict] = ()) -> None:
+        """Fix the evaluated perturbations (their ``describe()`` dicts)
+        and smoothing entries (``SmoothingRun.describe()``).
 
         Raises:
             ValueError: a name shadows a metric name, or ``worst_case``
@@ -107,6 +117,7 @@ class RobustAccMetric(BaseMetric):
         self.perturbations = list(perturbations)
         self.modalities = tuple(modalities)
         self.radii = None if radii is None else [float(r) for r in radii]
+        self.smoothing = list(smoothing)
         self.groups = worst_case_groups(self.worst_case, self.perturbations)
 
     def begin(self, active: bool, certified: bool = False) -> None:
@@ -163,4 +174,14 @@ class RobustAccMetric(BaseMetric):
                 'tau is underestimated, the certificates are not valid '
                 f'bounds ({cert["violations"]["by_attack"]})',
                 logger='current', level=logging.WARNING)
-        return scalars(summary)
+        smoothed = summarize_smoothing(results, self.smoothing)
+        for section in smoothed:
+            if section['violations']['total']:
+                print_log(
+                    f'{section["name"]}: {section["violations"]["total"]} '
+                    'smoothed predictions at attacked points inside the '
+                    'certified radius differ from the certified class: a '
+                    'bug in the certificate or its evaluation '
+                    f'({section["violations"]["by_attack"]})',
+                    logger='current', level=logging.ERROR)
+        return dict(scalars(summary), **smoothing_scalars(smoothed))
