@@ -1,6 +1,6 @@
 # CRMT-JT on UCF101, RGB + optical flow (101 classes, official split 1).
 # The reference has no UCF101 set-up and the paper's hyper-parameters are
-# unknown (crmt.md §11, §14): the Kinetics-Sounds schedule (SGD lr 1e-3,
+# unknown (docs/method.md §11, §14): the Kinetics-Sounds schedule (SGD lr 1e-3,
 # StepLR(60, 0.1), 140 + 45 epochs) is used, batch 8 GPUs x 8 = 64
 # (auto_scale_lr base 64). Robustness evaluation as on Kinetics-Sounds,
 # with the flow stream in place of audio.

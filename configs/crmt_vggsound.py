@@ -1,5 +1,5 @@
 # CRMT-JT on VGGSound (309 classes). The paper's VGGSound hyper-parameters
-# are unknown (crmt.md §14): the Kinetics-Sounds model, schedule (SGD lr
+# are unknown (docs/method.md §14): the Kinetics-Sounds model, schedule (SGD lr
 # 1e-3, StepLR(60, 0.1), 140 + 45 epochs) and robustness evaluation are used
 # unchanged; batch 8 GPUs x 8 = 64 (auto_scale_lr base 64).
 _base_ = [

@@ -1,4 +1,4 @@
-"""Tests of crmt_mm.attacks (crmt.md §10) on a tiny two-modality model.
+"""Tests of crmt_mm.attacks (docs/method.md §10) on a tiny two-modality model.
 
 The package is loaded on its own (importlib, private module name) because it
 must not depend on the rest of crmt_mm or on mmengine/mmaction; this also

@@ -79,8 +79,7 @@ def build_model(kind: str, head: str, variant: str = 'JT', rho: float = 2.0):
     else:
         cfg = Config.fromfile(osp.join(ROOT, 'configs/crmt_ks.py'))
         num_classes = 31
-        # ResNet-18 x 2 at a CPU-friendly resolution: the reference's own
-        # CPU measurement size (crmt.md §7).
+        # ResNet-18 x 2 at a reduced, CPU-friendly input size.
         cfg.model.encoders.visual.input_shape = (3, 3, 64, 64)
         cfg.model.encoders.audio.input_shape = (1, 256, 64)
     model_cfg = cfg.model

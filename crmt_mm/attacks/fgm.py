@@ -1,4 +1,4 @@
-"""Fast Gradient Method (L2) in the three budget modes of ``crmt.md`` §10.
+"""Fast Gradient Method in the three budget modes (``docs/method.md`` §10).
 
 FGM (Goodfellow et al., "Explaining and Harnessing Adversarial Examples",
 ICLR 2015, arXiv 1412.6572; L2 form as in Miyato et al. 2017): one step of

@@ -1,4 +1,4 @@
-"""Projected Gradient Descent (L2) in the three budget modes (``crmt.md`` §10).
+"""Projected Gradient Descent in the three budget modes (docs/method.md §10).
 
 PGD (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
 Attacks", ICLR 2018, arXiv 1706.06083), L2 form: ``steps`` ascent steps along
@@ -121,7 +121,7 @@ class PerModalityPGD(L2GradientAttack):
     Step: δ^(m) += α_m g^(m) / ‖g^(m)‖ for each m, then each modality is
     projected onto its own ball ‖δ^(m)‖ <= ε_m. The reference projects onto
     the joint ball sqrt(Σ ε_m²) instead; both agree when one modality is
-    attacked (``crmt.md`` §12 #17).
+    attacked (``docs/method.md`` §12 #17).
 
     Args:
         eps (Mapping[str, float]): ``{modality: ε_m}``, each >= 0.

@@ -1,4 +1,6 @@
-"""Certified lower bound r(x) on the L2 perturbation radius (crmt.md §6).
+"""Certified lower bound r(x) on the L2 perturbation radius.
+
+The bound and its per-modality form are derived in ``docs/method.md`` §6.
 
 For fused logits ``h_k = sum_m a_k^(m) z_k^(m) + b_k`` where each uni-modal
 logit ``z_k^(m)`` is ``tau_k^(m)``-Lipschitz (L2) in ``x^(m)``, the prediction

@@ -1,4 +1,4 @@
-# Kinetics-Sounds, 31 classes (crmt.md §9, §11). Prepare with
+# Kinetics-Sounds, 31 classes (docs/method.md §9, §11). Prepare with
 # tools/data/ (frames at 1 fps as img_{:05d}.jpg + fbank features
 # [1024, 128] .npy + rawframe lists). Visual: 3 frames, one per third of
 # the clip; train RandomResizedCrop 224 + flip, test resize to 224x224.

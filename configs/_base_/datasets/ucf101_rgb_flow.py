@@ -1,4 +1,4 @@
-# UCF101, RGB + TV-L1 optical flow, 101 classes (crmt.md §11). Prepare with
+# UCF101, RGB + TV-L1 optical flow, 101 classes (docs/method.md §11). Prepare with
 # `python tools/data/prepare_ucf101.py UCF-101 ucfTrainTestlist data/ucf101`
 # (docs/datasets.md). The reference has no UCF101 loader: 3 frames per clip
 # as for Kinetics-Sounds, and the flow pair of each sampled frame, are

@@ -1,4 +1,4 @@
-# VGGSound, 309 classes (crmt.md §11): the Kinetics-Sounds pipeline and
+# VGGSound, 309 classes (docs/method.md §11): the Kinetics-Sounds pipeline and
 # file formats (the reference has no VGGSound loader; assumption). Prepare
 # with `python tools/data/prepare_ks_vggsound.py VIDEOS data/vggsound
 # --name vggsound --csv vggsound.csv` (docs/datasets.md).

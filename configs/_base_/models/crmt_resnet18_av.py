@@ -1,4 +1,4 @@
-# CRMT's Kinetics-Sounds model (crmt.md §2, §9): one ResNet-18 per modality
+# CRMT's Kinetics-Sounds model (docs/method.md §2, §9): one ResNet-18 per modality
 # from scratch, D = 512; visual frames folded into the batch and averaged,
 # audio fbank [1, 1024, 128] through a 1-channel ResNet-18.
 model = dict(

@@ -1,4 +1,4 @@
-# CRMT's two-stream model for UCF101 (crmt.md §2, §11): the Kinetics-Sounds
+# CRMT's two-stream model for UCF101 (docs/method.md §2, §11): the Kinetics-Sounds
 # visual ResNet-18 for RGB plus a ResNet-18 with a 2-channel conv1 for the
 # (u, v) flow frames, both from scratch, frames folded into the batch and
 # averaged. Flow is normalised with the reference's constants, mean 0.1307

@@ -1,4 +1,4 @@
-# CRMT's Kinetics-Sounds schedule (crmt.md §9): SGD lr 1e-3, momentum 0.9,
+# CRMT's Kinetics-Sounds schedule (docs/method.md §9): SGD lr 1e-3, momentum 0.9,
 # weight decay 1e-4 (a^(m) included), StepLR(60, 0.1) over 140 step-1
 # epochs, then 45 step-2 epochs on a^(m) only (lr 0.03 x 1e-3 = 3e-5,
 # momentum 0.9, weight decay 1e-2).

@@ -1,4 +1,4 @@
-"""Late-fusion heads sharing one interface (crmt.md §2).
+"""Late-fusion heads sharing one interface (docs/method.md §2).
 
 Both heads split one ``Linear(sum_m D_m, K)`` into column blocks, one per
 modality, so that ``z^(m) = W^(m) phi^(m)`` are the uni-modal logits and the

@@ -1,4 +1,4 @@
-"""Differentiable normalisation of classifier rows (crmt.md §2).
+"""Differentiable normalisation of classifier rows (docs/method.md §2).
 
 ``orthonormal_rows`` is the polar factor of the row-centred weight matrix,
 ``W~ = (W_c W_c^T + kappa I)^(-1/2) W_c``, so ``W~ W~^T = I - kappa G^-1``.
