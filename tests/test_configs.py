@@ -15,7 +15,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import ROOT, config_path
+from helpers import ROOT, cheap_evaluation, config_path
 
 sys.path.insert(0, osp.join(ROOT, 'tools', 'data'))
 import make_synthetic_videos as synth  # noqa: E402
@@ -121,6 +121,7 @@ def shrink(cfg):
     for perturbation in cfg.test_cfg.get('perturbations', []):
         if isinstance(perturbation.get('eps'), list):
             perturbation.eps = perturbation.eps[:1]
+    cheap_evaluation(cfg)
     cfg.train_cfg.update(max_epochs=1, val_interval=100)
     cfg.custom_hooks = []
     cfg.default_hooks.checkpoint = None

@@ -32,6 +32,7 @@ import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -89,6 +90,9 @@ def parse_args(argv=None):
                         help='clips (about, seeded) the strong ensemble '
                         'attacks; 0 = every test clip (default '
                         f'{STRONG_SUBSET["size"]})')
+    parser.add_argument('--train-only', action='store_true',
+                        help='train (or reuse) every model and stop; a later '
+                        'run without it evaluates the finished trainings')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='key=value overrides applied to both configs, '
                         'e.g. train_cfg.max_epochs=5')
@@ -145,9 +149,13 @@ def configure(config: str, work_dir: str, seed: int, args) -> Config:
     return cfg
 
 
-#: Config keys that only concern the evaluation: a finished training stays
-#: valid when they change (a re-run then only re-evaluates).
-EVALUATION_KEYS = ('test_cfg', 'test_evaluator', 'test_dataloader')
+#: Config keys that only concern evaluation: a finished training stays valid
+#: when they change (a re-run then only re-evaluates). Validation keys are
+#: among them because the demo selects no checkpoint by validation
+#: (no ``save_best``), so they cannot change the trained weights.
+EVALUATION_KEYS = ('test_cfg', 'test_evaluator', 'test_dataloader',
+                   'test_pipeline', 'val_cfg', 'val_evaluator',
+                   'val_dataloader')
 
 
 def training_text(cfg: Config) -> str:
@@ -182,30 +190,44 @@ def finished_checkpoint(cfg: Config):
     return done['checkpoint']
 
 
-def train_and_test(name: str, config: str, work_dir: str, seed: int,
-                   args) -> dict:
-    cfg = configure(config, osp.join(work_dir, name), seed, args)
+def train(name: str, cfg: Config, seed: int):
+    """Train ``cfg`` unless a finished training of it exists.
+
+    Returns:
+        tuple: (a runner built from ``cfg`` with the trained weights, the
+        final checkpoint path).
+    """
     checkpoint = finished_checkpoint(cfg)
-    if checkpoint is None:
-        print(f'\n=== {name} (seed {seed}): training {config} (logs in '
-              f'{cfg.work_dir}) ===', flush=True)
-        runner = Runner.from_cfg(cfg)
-        runner.train()
-        last = osp.join(cfg.work_dir, 'last_checkpoint')
-        if osp.exists(last):
-            with open(last) as f:
-                checkpoint = f.read().strip()
-        else:
-            checkpoint = osp.join(cfg.work_dir, 'demo_final.pth')
-            runner.save_checkpoint(cfg.work_dir, 'demo_final.pth')
-        with open(osp.join(cfg.work_dir, STAMP), 'w') as f:
-            json.dump(dict(config=training_text(cfg),
-                           checkpoint=checkpoint), f)
-    else:
+    if checkpoint is not None:
         print(f'\n=== {name} (seed {seed}): reusing the finished training '
               f'{checkpoint} ===', flush=True)
         runner = Runner.from_cfg(cfg.copy())
         runner.load_checkpoint(checkpoint)
+        return runner, checkpoint
+    print(f'\n=== {name} (seed {seed}): training (logs in {cfg.work_dir}) '
+          '===', flush=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    last = osp.join(cfg.work_dir, 'last_checkpoint')
+    if osp.exists(last):
+        with open(last) as f:
+            checkpoint = f.read().strip()
+    else:
+        checkpoint = osp.join(cfg.work_dir, 'demo_final.pth')
+        runner.save_checkpoint(cfg.work_dir, 'demo_final.pth')
+    with open(osp.join(cfg.work_dir, STAMP), 'w') as f:
+        json.dump(dict(config=training_text(cfg), checkpoint=checkpoint), f)
+    return runner, checkpoint
+
+
+def train_and_test(name: str, config: str, work_dir: str, seed: int,
+                   args) -> Optional[dict]:
+    """Train (or reuse) and evaluate one model; None with ``--train-only``.
+    """
+    cfg = configure(config, osp.join(work_dir, name), seed, args)
+    runner, _ = train(name, cfg, seed)
+    if args.train_only:
+        return None
     print(f'=== {name} (seed {seed}): robustness evaluation ===', flush=True)
     metrics = runner.test()
     with open(osp.join(cfg.work_dir, 'robustness.json')) as f:
@@ -372,6 +394,11 @@ def main(argv=None):
     dirs = {s: osp.join(args.work_dir, f'seed_{s}') if several
             else args.work_dir for s in args.seeds}
     runs = {s: run_seed(s, dirs[s], args) for s in args.seeds}
+    if args.train_only:
+        print(f'Trained {len(runs) * len(MODELS)} models in '
+              f'{time.perf_counter() - start:.0f} s; run again without '
+              '--train-only to evaluate them', flush=True)
+        return None
     first = runs[args.seeds[0]]
     preferred, eps = choose_budget(first['jt'])
     result = aggregate(runs, preferred)

@@ -258,7 +258,8 @@ class RobustEvaluator:
         for run in self.smoothing:
             run.begin(num_samples)
             self._seconds[run.name] = 0.0
-        self._seen = self._batches = 0
+        self._batches = 0
+        self._evaluated: Dict[str, int] = {}
         self._num_batches = num_batches
         self._failed: Dict[str, str] = {}
         self._progress = Progress(num_batches, self.log_interval)
@@ -542,12 +543,14 @@ class RobustEvaluator:
             if failed:
                 record['failed'] = failed
             sample.set_field(record, RECORD_FIELD)
-        self._seen += len(labels)
         for name, pred in preds.items():
             if pred is not None:
-                self._correct[name] += sum(
-                    int(p == t) for p, t in zip(pred, labels)
-                    if p is not None)
+                # Off-subsample clips (None) are not evaluated: they count
+                # neither as correct nor in the denominator.
+                done = [(p, t) for p, t in zip(pred, labels) if p is not None]
+                self._correct[name] += sum(int(p == t) for p, t in done)
+                self._evaluated[name] = self._evaluated.get(name, 0) + \
+                    len(done)
 
     def _log_progress(self) -> None:
         batches = self._batches
@@ -556,7 +559,8 @@ class RobustEvaluator:
             if name in self._failed:
                 parts.append(f'{name} FAILED')
                 continue
-            parts.append(f'{name} {correct / max(self._seen, 1):.3f} '
+            seen = self._evaluated.get(name, 0)
+            parts.append(f'{name} {correct / max(seen, 1):.3f} '
                          f'({self._seconds[name] / batches:.2f}s/batch)')
         if self._tau is not None:
             parts.append(
