@@ -453,7 +453,7 @@ def test_non_finite_input_names_modality_positions_and_clips(avdigits_tiny,
     cfg.model.data_preprocessor.preprocessors.imgs.std = [0.0] * 3
     # The prepared-data check would refuse the zero std before training;
     # this test is about what reaches the model.
-    cfg.default_hooks.norm_check = None
+    cfg.default_hooks.pop('norm_check')
     cfg.train_dataloader.dataset.pipeline[-1].meta_keys = ('frame_dir', )
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError) as info:

@@ -134,6 +134,7 @@ def test_sample_indices_from_the_avdigits_pipeline(avdigits_tiny):
     cfg = point_to_avdigits(Config.fromfile(config_path('crmt_avdigits.py')),
                             avdigits_tiny)
     dataset_cfg = cfg.test_dataloader.dataset
+    dataset_cfg.pipeline[-1]['meta_keys'] = ('img_shape', )
     dataset = DATASETS.build(dataset_cfg)
     with pytest.raises(KeyError, match="meta_keys=\\(..., 'sample_idx'\\)"):
         sample_indices([dataset[0]['data_samples']])

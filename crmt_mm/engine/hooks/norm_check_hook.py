@@ -87,6 +87,11 @@ class PreparedNormCheckHook(Hook):
             if not isinstance(ann_file, str):
                 continue
             ann_file = osp.join(dataset.get('data_root') or '', ann_file)
+            if not osp.isfile(ann_file):
+                # A loader that this run never builds (e.g. the training
+                # list in a test-only run elsewhere); one that is built
+                # fails on the missing list with the dataset's own error.
+                continue
             path = osp.join(osp.dirname(ann_file), self.norm_file)
             if path not in files:
                 files.append(path)
