@@ -143,8 +143,11 @@ def assert_robust_metrics(cfg, metrics):
     assert len(attacked) == expected, attacked
 
 
-@pytest.mark.parametrize('name', ['crmt_ks.py', 'crmt_vggsound.py',
-                                  'crmt_ucf101.py'])
+# Kinetics-Sounds by default; VGGSound (309 classes) and UCF101 run the same
+# code with other data and cost 1-2.5 min each on 2 cores, so they are slow.
+@pytest.mark.parametrize('name', [
+    'crmt_ks.py', pytest.param('crmt_vggsound.py', marks=pytest.mark.slow),
+    pytest.param('crmt_ucf101.py', marks=pytest.mark.slow)])
 def test_family_trains_and_evaluates_robustness(name, data_roots, tmp_path):
     """One CRMT step-1 iteration, then the configured robust evaluation."""
     cfg = shrink(load(name, data_roots, tmp_path))
