@@ -38,7 +38,7 @@ test_cfg = dict(
     # Sound certificates of the audio-smoothed classifier (randomized
     # smoothing, docs/certification.md) on a seeded subset of 16 test clips.
     # Measured on the seed-0 demo JT model, smoothing with its attack check
-    # plus the trust checks took about 2.5 min per batch of 108 clips on the
+    # plus the trust checks took about 2.5 min per batch of 128 clips on the
     # contended 2-core machine at 64 clips; 16 keeps the demo's share small.
     smoothing=[dict(type='GaussianSmoothingCertifier', modality='audio',
                     sigma=0.25, n0=64, n=512, alpha=0.001, batch_size=256,
