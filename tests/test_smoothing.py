@@ -14,9 +14,10 @@ from scipy import stats
 
 from crmt_mm.attacks import UnknownModalityError
 from crmt_mm.certification import (GaussianSmoothingCertifier,
-                                   binomial_two_sided_p, certified_accuracy,
-                                   clopper_pearson_lower, noise_seed,
-                                   sample_indices)
+                                   LateFusionForward, binomial_two_sided_p,
+                                   certified_accuracy, clopper_pearson_lower,
+                                   noise_seed, sample_indices,
+                                   smoothing_forward)
 from helpers_smoothing import (LinearFusion, avdigits_inputs,
                                build_avdigits_model, certificate_tuple,
                                ddp_worker, linear_inputs)
@@ -417,6 +418,37 @@ def test_results_do_not_depend_on_batch_grouping():
     backward = joint.certify(model.fused_logits,
                              dict(reversed(list(pair.items()))), indices[:2])
     assert certificate_tuple(forward) == certificate_tuple(backward)
+
+
+def test_late_fusion_forward_equals_the_full_forward():
+    """Fixing the clean branches once per sample certifies and predicts
+    like the full forward (uni-modal noise on either modality), and joint
+    noise, with nothing to fix, takes the plain path."""
+    model = build_avdigits_model()
+    x = avdigits_inputs(model, 3)
+    indices = [4, 5, 6]
+    cached = smoothing_forward(model)
+    assert isinstance(cached, LateFusionForward)
+    assert not LateFusionForward.supports(LinearFusion(dict(audio=4)))
+    clean = {m: t[:1] for m, t in x.items() if m != 'audio'}
+    with torch.no_grad():
+        noisy = {'audio': x['audio'][:1].repeat(5, 1, 1, 1, 1)}
+        assert torch.allclose(
+            cached.fix(clean)(noisy),
+            model.fused_logits(dict(clean, **{
+                m: t.expand((5,) + t.shape[1:]) for m, t in clean.items()},
+                audio=noisy['audio'])), atol=1e-5)
+    for modality in ('audio', 'visual', None):
+        smoothing = certifier(**dict(SETTINGS, modality=modality))
+        full = smoothing.certify(model.fused_logits, x, indices)
+        fast = smoothing.certify(cached, x, indices)
+        assert certificate_tuple(fast) == certificate_tuple(full)
+        assert torch.equal(smoothing.predict(cached, x, indices).counts,
+                           smoothing.predict(model.fused_logits, x,
+                                             indices).counts)
+    model.train()
+    with pytest.raises(ValueError, match='training mode'):
+        certifier(**SETTINGS).certify(cached, x, indices)
 
 
 def free_port() -> int:

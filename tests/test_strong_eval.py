@@ -102,6 +102,36 @@ def test_subset_is_content_seeded_and_reported(model_and_batch):
         sum(hits) / len(hits))
 
 
+def test_subset_scope_attacks_covers_reference_attacks(model_and_batch):
+    """scope='attacks': PGD, FGM and worst cases over them run on the same
+    clips as the ensemble, with the same outcome there as on every clip;
+    missing modality and noise still see every clip."""
+    model, loader, x, _ = model_and_batch
+    mask = subset_mask(x, dict(size=5, seed=0), 10).tolist()
+    with pytest.raises(ValueError, match='subset.scope'):
+        check_subset(dict(size=5, scope='everything'))
+    others = [dict(type='UniModalPGD', modality='audio', eps=0.2),
+              dict(type='UniModalFGM', modality='audio', eps=0.2),
+              dict(type='MissingModality', modality='audio'),
+              dict(type='GaussianNoise', modality='audio', sigma=0.1)]
+    _, full = _records(model, loader, others, trust=False)
+    out = RobustEvaluator(
+        model, [CHEAP] + others, trust=False,
+        subset=dict(size=5, seed=0, scope='attacks')).run(
+            loader, RobustAccMetric(worst_case='auto'))
+    assert out['protocol']['subset']['scope'] == 'attacks'
+    for name in ('pgd_audio@0.2', 'fgm_audio@0.2'):
+        for r, f, keep in zip(out['records'], full['records'], mask):
+            assert r['preds'][name] == (f['preds'][name] if keep else None)
+    for name in ('missing_audio', 'noise_audio@0.1'):
+        assert all(r['preds'][name] is not None for r in out['records'])
+    worst = [r['preds']['pgd_audio@0.2'] == r['label'] and
+             r['preds']['fgm_audio@0.2'] == r['label']
+             for r, keep in zip(out['records'], mask) if keep]
+    assert out['metrics']['robust/worst_audio@0.2'] == pytest.approx(
+        sum(worst) / len(worst))
+
+
 @pytest.mark.slow
 def test_report_has_protocol_trust_and_per_attack(avdigits_tiny, tmp_path):
     runner = robust_runner(avdigits_tiny, tmp_path, [

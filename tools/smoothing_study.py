@@ -113,7 +113,8 @@ def train(name: str, args) -> float:
 def certify(name: str, args) -> dict:
     import numpy as np
     import torch
-    from crmt_mm.certification.smoothing import sample_indices
+    from crmt_mm.certification.smoothing import (sample_indices,
+                                                  smoothing_forward)
     from crmt_mm.evaluation.model_state import eval_mode
     from crmt_mm.evaluation.smoothing_eval import (SmoothingRun,
                                                    summarize_smoothing)
@@ -139,7 +140,8 @@ def certify(name: str, args) -> dict:
             idx = sample_indices(data['data_samples'])
             x, y, _ = model.batch_to_modalities(data, preprocessed=True)
             clean = model.fused_logits(x).argmax(1).tolist()
-            results = run.process(model.fused_logits, x, y, idx, [], None)
+            results = run.process(smoothing_forward(model), x, y, idx, [],
+                                  None)
             for label, c, result in zip(y.tolist(), clean, results):
                 if result is not None:
                     records.append(dict(label=label, preds=dict(clean=c),

@@ -36,7 +36,8 @@ from crmt_mm.utils import reject_unknown_keys
 __all__ = [
     'GaussianSmoothingCertifier', 'Certificate', 'SmoothedPrediction',
     'clopper_pearson_lower', 'binomial_two_sided_p', 'sample_indices',
-    'certified_accuracy', 'noise_seed'
+    'certified_accuracy', 'noise_seed', 'LateFusionForward',
+    'smoothing_forward'
 ]
 
 #: ``modality`` values that select joint noise on every modality.
@@ -251,6 +252,67 @@ def certified_accuracy(certificate: Certificate, labels,
     if labels.numel() == 0:
         return [math.nan for _ in radii]
     return [float((correct & (radius > r)).double().mean()) for r in radii]
+
+
+# ------------------------------------------------------ late-fusion forward
+class LateFusionForward:
+    """``model.fused_logits`` of a late-fusion recognizer whose clean
+    modalities can be fixed for the noise copies of one sample.
+
+    A uni-modal certificate noises one modality; for a model that encodes
+    each modality on its own and fuses the uni-modal logits
+    (:class:`~crmt_mm.models.CRMTRecognizer`: ``encoders``,
+    ``unimodal_logits``, ``fuse``) the other branches see the same clean
+    input in every copy. :meth:`fix` computes their features once per
+    sample, so each noisy forward runs the noised branches only. The result
+    is the same function as ``fused_logits`` (the clean features are
+    broadcast to the copies instead of recomputed).
+
+    Args:
+        model (nn.Module): the recognizer, in eval mode.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    @staticmethod
+    def supports(model) -> bool:
+        """True if ``model`` has per-modality encoders and additive
+        fusion of their logits."""
+        return all(hasattr(model, name) for name in
+                   ('encoders', 'unimodal_logits', 'fuse', 'fused_logits'))
+
+    def __call__(self, x: Mapping[str, Tensor]) -> Tensor:
+        return self.model.fused_logits(x)
+
+    def fix(self, clean: Mapping[str, Tensor]) -> ForwardFn:
+        """A forward over the other modalities with ``clean`` fixed.
+
+        Args:
+            clean (dict[str, Tensor]): ``{m: [1, ...]}`` one sample's clean
+                inputs of the modalities left noise-free.
+
+        Returns:
+            callable: ``forward(noisy) -> [b, K]`` fused logits, ``noisy``
+            holding ``[b, ...]`` inputs of every other modality.
+        """
+        model = self.model
+        fixed = {m: model.encoders[m](t) for m, t in clean.items()}
+
+        def forward(noisy: Mapping[str, Tensor]) -> Tensor:
+            feats = {m: model.encoders[m](t) for m, t in noisy.items()}
+            size = next(iter(noisy.values())).shape[0]
+            feats.update({m: f.expand((size,) + f.shape[1:])
+                          for m, f in fixed.items()})
+            return model.fuse(model.unimodal_logits(feats))
+        return forward
+
+
+def smoothing_forward(model):
+    """The forward to certify ``model`` with: a :class:`LateFusionForward`
+    when the model supports it, else ``model.fused_logits``."""
+    return LateFusionForward(model) if LateFusionForward.supports(model) \
+        else model.fused_logits
 
 
 # ---------------------------------------------------------------- certifier
@@ -502,7 +564,7 @@ class GaussianSmoothingCertifier:
     # ---- internals -----------------------------------------------------
 
     def _check_call(self, forward, x, sample_idx) -> List[int]:
-        owner = getattr(forward, '__self__', None)
+        owner = getattr(forward, '__self__', getattr(forward, 'model', None))
         if isinstance(owner, nn.Module) and owner.training:
             raise ValueError(
                 f'{self.name}: {type(owner).__name__} is in training mode; '
@@ -559,10 +621,23 @@ class GaussianSmoothingCertifier:
         generator = torch.Generator(device=device)
         generator.manual_seed(noise_seed(self.seed, idx, stream))
         size = min(self.batch_size, draws)
-        # Clean modalities: one contiguous block of copies per sample,
-        # sliced for the last (shorter) chunk.
-        clean = {m: t[i:i + 1].expand((size,) + t.shape[1:]).contiguous()
-                 for m, t in x.items() if m not in sigmas}
+        clean_names = [m for m in x if m not in sigmas]
+        fix = getattr(forward, 'fix', None)
+        if fix is not None and clean_names:
+            # Clean branches computed once (LateFusionForward).
+            partial = fix({m: x[m][i:i + 1] for m in clean_names})
+
+            def call(noisy, chunk):
+                return partial(noisy)
+        else:
+            # Clean modalities: one contiguous block of copies per sample,
+            # sliced for the last (shorter) chunk.
+            clean = {m: x[m][i:i + 1].expand(
+                (size,) + x[m].shape[1:]).contiguous() for m in clean_names}
+
+            def call(noisy, chunk):
+                return forward({m: noisy[m] if m in noisy else
+                                clean[m][:chunk] for m in x})
         counts = None
         for start in range(0, draws, size):
             chunk = min(size, draws - start)
@@ -574,8 +649,7 @@ class GaussianSmoothingCertifier:
                                     generator=generator, device=device,
                                     dtype=t.dtype)
                 noisy[m] = noise.mul_(sigmas[m]).add_(t[i:i + 1])
-            logits = forward({m: noisy[m] if m in noisy else clean[m][:chunk]
-                              for m in x})
+            logits = call(noisy, chunk)
             found = torch.bincount(logits.argmax(1),
                                    minlength=logits.shape[1])
             counts = found if counts is None else counts + found

@@ -26,13 +26,13 @@ from mmengine.runner import Runner
 from mmengine.runner.amp import autocast
 from torch import Tensor
 
-from crmt_mm.attacks import (APGD, MultiModalAutoAttack, Perturbation,
-                             build_perturbations, check_modalities,
-                             nested_sweep)
+from crmt_mm.attacks import (APGD, BallAttack, MultiModalAutoAttack,
+                             Perturbation, WorstCase, build_perturbations,
+                             check_modalities, nested_sweep)
 from crmt_mm.attacks.base import format_value
 from crmt_mm.certification import (certified_radius, estimate_tau_on_loader,
                                    modality_radii)
-from crmt_mm.certification.smoothing import sample_indices
+from crmt_mm.certification.smoothing import sample_indices, smoothing_forward
 from .certify_config import CERTIFICATE_LABEL, check_certify
 from .contract import check_model
 from .metrics.robust_acc_metric import RECORD_FIELD, RobustAccMetric
@@ -83,11 +83,12 @@ class RobustEvaluator:
         logger (MMLogger, optional): Defaults to None (the current one).
         who (str): the driver's name, for error messages. Defaults to
             ``'RobustEvaluator'``.
-        subset (dict, optional): ``dict(size=N, seed=S)``: run the
-            expensive perturbations (every ``MultiModalAutoAttack`` whose
-            version is not ``'reference'``) and the large-budget trust
-            attacks only on a seeded subsample of about N clips
-            (:mod:`crmt_mm.evaluation.subset`); every other perturbation
+        subset (dict, optional): ``dict(size=N, seed=S, scope=...)``: run
+            the expensive perturbations and the large-budget trust attacks
+            only on a seeded subsample of about N clips; ``scope='strong'``
+            (default): every ``MultiModalAutoAttack`` whose version is not
+            ``'reference'``; ``'attacks'``: every adversarial attack
+            (:mod:`crmt_mm.evaluation.subset`). Every other perturbation
             sees every clip. Defaults to None (every clip).
         trust (bool | dict | str): the trust figures of
             :mod:`crmt_mm.evaluation.trust` (True, or a dict overriding
@@ -192,8 +193,12 @@ class RobustEvaluator:
 
     def _expensive(self, p: Perturbation) -> bool:
         """Run on the subsample only (see ``subset``)."""
-        return self.subset is not None and \
-            isinstance(p, MultiModalAutoAttack) and p.version != 'reference'
+        if self.subset is None:
+            return False
+        if self.subset['scope'] == 'attacks':
+            return _is_attack(p)
+        return isinstance(p, MultiModalAutoAttack) and \
+            p.version != 'reference'
 
     # ---- set-up ------------------------------------------------------------
 
@@ -359,7 +364,8 @@ class RobustEvaluator:
             if isinstance(unit[0], MultiModalAutoAttack):
                 self._sweep(unit, model, x, y, rows, preds, extra)
             else:
-                preds[unit[0].name] = self._predict(unit[0], model, x, y)
+                preds[unit[0].name] = self._predict(unit[0], model, x, y,
+                                                    rows)
         radii = {} if self._tau is None else self._radii(model, x, y, feats)
         if self.trust is not None:
             extra['trust'] = self._trust(model, x, y, rows)
@@ -376,9 +382,10 @@ class RobustEvaluator:
         """Smoothing certificates of the batch's subset samples, added to
         their records (``record['smoothing'][name]``)."""
         indices = sample_indices(outputs)
+        forward = smoothing_forward(model)
         for run in self.smoothing:
             start = time.perf_counter()
-            results = run.process(model.fused_logits, x, y, indices,
+            results = run.process(forward, x, y, indices,
                                   self.perturbations, self._spaces)
             self._seconds[run.name] += time.perf_counter() - start
             for sample, result in zip(outputs, results):
@@ -480,8 +487,10 @@ class RobustEvaluator:
             scores.append(score)
         return torch.stack(scores).argmax(1)
 
-    def _predict(self, p: Perturbation, model, x, y) -> Optional[Tensor]:
-        """Predicted classes [B] under ``p``; None once ``p`` has failed.
+    def _predict(self, p: Perturbation, model, x, y,
+                 rows: Tensor) -> Optional[list]:
+        """Predicted classes [B] under ``p`` (None off the subsample when
+        ``p`` is expensive); None once ``p`` has failed.
 
         A failing perturbation is logged with its traceback, skipped for
         the rest of the evaluation (a partial accuracy would be misleading)
@@ -489,9 +498,25 @@ class RobustEvaluator:
         """
         if p.name in self._failed:
             return None
+        batch = y.shape[0]
+        if not self._expensive(p):
+            rows = torch.ones(batch, dtype=torch.bool)
+        if not bool(rows.any()):
+            return [None] * batch
         start = time.perf_counter()
+        index = torch.nonzero(rows).flatten()
         try:
-            pred = p.predict(model.fused_logits, x, y, self._spaces).argmax(1)
+            if bool(rows.all()):
+                pred = p.predict(model.fused_logits, x, y,
+                                 self._spaces).argmax(1).tolist()
+            else:
+                sub = {m: t[index.to(t.device)] for m, t in x.items()}
+                found = p.predict(model.fused_logits, sub,
+                                  y[index.to(y.device)],
+                                  self._spaces).argmax(1).tolist()
+                pred = [None] * batch
+                for j, i in enumerate(index.tolist()):
+                    pred[i] = found[j]
         except Exception as err:  # noqa: BLE001 (reported, not swallowed)
             self._failed[p.name] = f'{type(err).__name__}: {err}'
             self.logger.error(
@@ -656,6 +681,13 @@ class RobustEvaluator:
         return dict(metrics=metrics,
                     records=metric.records if is_main_process() else None,
                     protocol=self.end(), metric=metric)
+
+
+def _is_attack(p: Perturbation) -> bool:
+    """True for an adversarial attack (or a worst case over one or more)."""
+    if isinstance(p, WorstCase):
+        return any(_is_attack(m) for m in p.perturbations)
+    return isinstance(p, (MultiModalAutoAttack, BallAttack))
 
 
 def _largest(eps) -> float:

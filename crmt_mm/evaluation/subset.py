@@ -3,6 +3,16 @@
 The strong ensemble (``MultiModalAutoAttack(version='standard')``) costs
 hundreds of forward-backward passes per clip, so a demo may run it on a
 seeded subsample of the test set while everything else sees every clip.
+``scope`` says what the subsample covers:
+
+* ``'strong'``: the ensembles whose version is not ``'reference'`` (and the
+  large-budget trust attacks);
+* ``'attacks'``: every adversarial attack (any ensemble, PGD, FGM, APGD,
+  Square, joint PGD), so that the reference attacks and the strong ones are
+  compared on the same clips.
+
+Clean accuracy, missing modality, noise and certificates always see every
+clip.
 A clip's membership is decided from its own content, a hash of its
 preprocessed inputs and the seed: the same clip is in or out whatever the
 batch size, the order or the number of DDP ranks, so a DDP run keeps the
@@ -15,15 +25,17 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-SUBSET_KEYS = ('size', 'seed')
+SUBSET_KEYS = ('size', 'seed', 'scope')
+SCOPES = ('strong', 'attacks')
 
 
 def check_subset(subset: Optional[dict]) -> Optional[dict]:
-    """Validate ``subset=dict(size=N, seed=S)`` (None = every clip).
+    """Validate ``subset=dict(size=N, seed=S, scope='strong')`` (None =
+    every clip); the result has all three keys.
 
     Raises:
-        ValueError: unknown keys, ``size`` not an int >= 1 or ``seed`` not
-            an int.
+        ValueError: unknown keys, ``size`` not an int >= 1, ``seed`` not
+            an int or ``scope`` not one of :data:`SCOPES`.
     """
     if subset is None:
         return None
@@ -39,7 +51,11 @@ def check_subset(subset: Optional[dict]) -> Optional[dict]:
         raise ValueError(f'subset.size must be an int >= 1, got {size!r}')
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f'subset.seed must be an int, got {seed!r}')
-    return dict(size=size, seed=seed)
+    scope = subset.get('scope', 'strong')
+    if scope not in SCOPES:
+        raise ValueError(f'subset.scope must be one of {list(SCOPES)}, got '
+                         f'{scope!r}')
+    return dict(size=size, seed=seed, scope=scope)
 
 
 def clip_uniforms(x: Dict[str, Tensor], seed: int) -> Tensor:
