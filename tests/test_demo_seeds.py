@@ -88,3 +88,22 @@ def test_seed_flags():
     assert demo.parse_args(['--seeds', '0', '1', '2']).seeds == [0, 1, 2]
     with pytest.raises(SystemExit):
         demo.parse_args(['--seed', '0', '--seeds', '1'])
+
+
+def test_configure_sets_the_demo_protocol(tmp_path):
+    """The demo's evaluation: budgets 1, 2, 4 (joint 1), every attack on
+    the seeded subsample, 8 smoothing clips, the reduced ensemble."""
+    args = demo.parse_args(['--work-dir', str(tmp_path)])
+    cfg = demo.configure('configs/crmt_avdigits.py', str(tmp_path / 'crmt'),
+                         0, args)
+    assert cfg.test_cfg.subset == dict(size=32, seed=0, scope='attacks')
+    for p in cfg.test_cfg.perturbations:
+        if isinstance(p.get('eps'), list):
+            assert p['eps'] == ([1.0] if p.get('modality') is None
+                                else [1.0, 2.0, 4.0])
+        if p['type'] == 'MultiModalAutoAttack':
+            assert (p['version'], p['steps'], p['n_targets'],
+                    p['queries']) == ('fast', 10, 3, 100)
+    assert [(s['subset']['size'], s['radii'])
+            for s in cfg.test_cfg.smoothing] == [(8, [0.0, 0.25, 0.5])]
+    assert cfg.randomness.seed == 0

@@ -99,6 +99,25 @@ def test_non_monotone_curve_is_flagged():
         'monotone_in_eps']['status'] == 'pass'
 
 
+def test_subsampled_curve_starts_from_its_own_clean_accuracy():
+    """A curve evaluated on a subsample is compared with the clean accuracy
+    of that subsample, not of every clip: all 2 subsampled clips correct at
+    eps 1 and 2 is monotone although only half of all clips are clean-
+    correct."""
+    descriptions = [desc('p@1', 'pgd', 1.0), desc('p@2', 'pgd', 2.0)]
+    records = [dict(label=0, preds={'clean': 0, 'p@1': 0, 'p@2': 0}),
+               dict(label=0, preds={'clean': 0, 'p@1': 0, 'p@2': 0})] + [
+        dict(label=0, preds={'clean': 1, 'p@1': None, 'p@2': None},
+             skipped=['p@1', 'p@2']) for _ in range(2)]
+    summary = summarize(records, descriptions, [], ['audio'], None)
+    assert summary['accuracy']['clean'] == 0.5
+    assert summary['curves']['pgd_audio']['accuracy'] == [1.0, 1.0, 1.0]
+    assert [e['clean_accuracy_on_evaluated']
+            for e in summary['perturbations']] == [1.0, 1.0]
+    assert trust_checks(records, summary, SETTINGS)['checks'][
+        'monotone_in_eps']['status'] == 'pass'
+
+
 def test_large_budget_check():
     settings = dict(SETTINGS, large={'big': dict(label='audio')})
     broken = [_record(0, 0, large={'big': 1}) for _ in range(3)]

@@ -5,20 +5,20 @@ Trains (or reuses) the four models
 
 - ``jt``: ``configs/jt_avdigits.py``
 - ``crmt``: ``configs/crmt_avdigits.py``
-- ``jt_noise``: ``configs/jt_noise_avdigits.py`` (audio noise, sigma 0.25)
+- ``jt_noise``: ``configs/jt_noise_avdigits.py`` (audio noise, sigma 0.5)
 - ``crmt_noise``: ``configs/crmt_noise_avdigits.py``
 
 then certifies each on a seeded subset of the test split with
-``GaussianSmoothingCertifier`` on the audio (sigma = the training sigma of
-the noise configs) and writes ``smoothing_study.json`` and
-``smoothing_study.md`` into ``--work-dir``: certified accuracy at the given
-radii, the abstention rate and the clean accuracy of the base model on the
-subset.
+``GaussianSmoothingCertifier`` on the audio at every ``--sigma`` (default
+0.25 and the noise configs' training sigma 0.5) and writes
+``smoothing_study.json`` and ``smoothing_study.md`` into ``--work-dir``:
+certified accuracy at the given radii, the abstention rate and the clean
+accuracy of the base model on the subset, per model and sigma.
 
 Usage::
 
     python tools/smoothing_study.py --work-dir work_dirs/smoothing_study \
-        [--stage train|certify|all] [--subset 100] [--n 512]
+        [--stage train|certify|all] [--subset 100] [--n 1000]
 
 ``--stage train`` only trains (a model whose final checkpoint exists is
 reused); ``certify`` needs the checkpoints.
@@ -56,9 +56,11 @@ def parse_args(argv=None):
     parser.add_argument('--phase2-epochs', type=int, default=None,
                         help='shorten step 2 of CRMT (default: 5)')
     parser.add_argument('--modality', default='audio')
-    parser.add_argument('--sigma', type=float, default=0.25)
+    parser.add_argument('--sigma', type=float, nargs='+',
+                        default=[0.25, 0.5],
+                        help='smoothing noise std(s) on the modality')
     parser.add_argument('--n0', type=int, default=64)
-    parser.add_argument('--n', type=int, default=512)
+    parser.add_argument('--n', type=int, default=1000)
     parser.add_argument('--alpha', type=float, default=0.001)
     parser.add_argument('--subset', type=int, default=100,
                         help='test clips certified (seeded choice)')
@@ -111,6 +113,8 @@ def train(name: str, args) -> float:
 
 
 def certify(name: str, args) -> dict:
+    """Certify model ``name`` at every ``args.sigma`` in one pass over the
+    test loader; returns ``{sigma: summary}``."""
     import numpy as np
     import torch
     from crmt_mm.certification.smoothing import (sample_indices,
@@ -127,38 +131,50 @@ def certify(name: str, args) -> dict:
     runner.load_checkpoint(cfg.load_from)
     model = runner.model
     loader = runner.test_dataloader
-    run = SmoothingRun(dict(
+    runs = [SmoothingRun(dict(
         type='GaussianSmoothingCertifier', modality=args.modality,
-        sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
+        sigma=sigma, n0=args.n0, n=args.n, alpha=args.alpha,
         subset=dict(size=args.subset, seed=args.subset_seed),
         radii=args.radii, check_attacks=False), [], model.modalities)
-    run.begin(len(loader.dataset))
-    records, start = [], time.perf_counter()
+        for sigma in args.sigma]
+    for run in runs:
+        run.begin(len(loader.dataset))
+    records = {run.name: [] for run in runs}
+    seconds = {run.name: 0.0 for run in runs}
+    forward = smoothing_forward(model)
     with eval_mode(model), torch.no_grad():
         for batch in loader:
             data = model.data_preprocessor(batch, False)
             idx = sample_indices(data['data_samples'])
             x, y, _ = model.batch_to_modalities(data, preprocessed=True)
             clean = model.fused_logits(x).argmax(1).tolist()
-            results = run.process(smoothing_forward(model), x, y, idx, [],
-                                  None)
-            for label, c, result in zip(y.tolist(), clean, results):
-                if result is not None:
-                    records.append(dict(label=label, preds=dict(clean=c),
-                                        smoothing={run.name: result}))
-    seconds = time.perf_counter() - start
-    summary = summarize_smoothing(records, [run.describe()])[0]
-    summary.pop('bracket')
-    summary.update(
-        model=name, config=dict(MODELS)[name], train_seed=args.seed,
-        subset_size=len(records), subset_seed=args.subset_seed,
-        base_clean_accuracy_on_subset=float(np.mean(
-            [r['preds']['clean'] == r['label'] for r in records])),
-        seconds=seconds, seconds_per_clip=seconds / max(len(records), 1))
-    print(f'{name}: certified {len(records)} clips in {seconds:.0f} s: '
-          f'{summary["certified"]} at R={args.radii}, abstain '
-          f'{summary["abstention_rate"]:.3f}', flush=True)
-    return summary
+            for run in runs:
+                start = time.perf_counter()
+                results = run.process(forward, x, y, idx, [], None)
+                seconds[run.name] += time.perf_counter() - start
+                for label, c, result in zip(y.tolist(), clean, results):
+                    if result is not None:
+                        records[run.name].append(dict(
+                            label=label, preds=dict(clean=c),
+                            smoothing={run.name: result}))
+    out = {}
+    for sigma, run in zip(args.sigma, runs):
+        rows = records[run.name]
+        summary = summarize_smoothing(rows, [run.describe()])[0]
+        summary.pop('bracket')
+        summary.update(
+            model=name, config=dict(MODELS)[name], train_seed=args.seed,
+            sigma=sigma, subset_size=len(rows), subset_seed=args.subset_seed,
+            base_clean_accuracy_on_subset=float(np.mean(
+                [r['preds']['clean'] == r['label'] for r in rows])),
+            seconds=seconds[run.name],
+            seconds_per_clip=seconds[run.name] / max(len(rows), 1))
+        print(f'{name} sigma={sigma}: certified {len(rows)} clips in '
+              f'{seconds[run.name]:.0f} s: {summary["certified"]} at '
+              f'R={args.radii}, abstain {summary["abstention_rate"]:.3f}',
+              flush=True)
+        out[str(sigma)] = summary
+    return out
 
 
 def write(results: dict, args) -> None:
@@ -167,15 +183,17 @@ def write(results: dict, args) -> None:
         'smoothing_study_' + '_'.join(args.models)
     with open(osp.join(args.work_dir, f'{stem}.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    lines = ['| model | base clean (subset) | abstain | ' + ' | '.join(
+    lines = ['| model | sigma | base clean (subset) | abstain | ' + ' | '.join(
         f'cert@{r:g}' for r in args.radii) + ' | s/clip |',
-        '|---' * (len(args.radii) + 4) + '|']
-    for name, s in results['models'].items():
-        lines.append(
-            f'| {name} | {s["base_clean_accuracy_on_subset"]:.3f} | '
-            f'{s["abstention_rate"]:.3f} | ' + ' | '.join(
-                f'{v:.3f}' for v in s['certified']) +
-            f' | {s["seconds_per_clip"]:.2f} |')
+        '|---' * (len(args.radii) + 5) + '|']
+    for name, by_sigma in results['models'].items():
+        for sigma, s in by_sigma.items():
+            lines.append(
+                f'| {name} | {sigma} | '
+                f'{s["base_clean_accuracy_on_subset"]:.3f} | '
+                f'{s["abstention_rate"]:.3f} | ' + ' | '.join(
+                    f'{v:.3f}' for v in s['certified']) +
+                f' | {s["seconds_per_clip"]:.2f} |')
     text = '\n'.join(lines) + '\n'
     with open(osp.join(args.work_dir, f'{stem}.md'), 'w') as f:
         f.write(text)

@@ -113,7 +113,11 @@ def summarize(records: List[dict], descriptions: List[dict],
         dict: ``num_samples``; ``accuracy`` (ordered ``{name: float}``:
         ``clean``, then every successful perturbation and group);
         ``perturbations`` and ``worst_case`` (each description with
-        ``status``, ``accuracy``, ``error``); ``curves``; ``certification``
+        ``status``, ``accuracy``, ``error``, ``evaluated_samples`` and
+        ``clean_accuracy_on_evaluated``, the clean accuracy on the same
+        clips); ``curves`` (a curve's point at budget 0 is the clean
+        accuracy on the clips its budgets were evaluated on, so a
+        subsampled curve starts from its subsample); ``certification``
         (None without radii, else ``certified``, ``radius_median``,
         ``violations``). Empty sections when there is no record.
     """
@@ -144,6 +148,8 @@ def summarize(records: List[dict], descriptions: List[dict],
                              zip(column, labels, ran)], dtype=bool)
             correct[name], evaluated[name] = hits, ran
             entry['evaluated_samples'] = int(ran.sum())
+            entry['clean_accuracy_on_evaluated'] = float(
+                correct['clean'][ran].mean())
             entry['accuracy'] = accuracy[name] = float(hits[ran].mean())
             if desc['type'] == 'MultiModalAutoAttack':
                 entry['per_attack'] = _per_attack(records, desc, ran)
@@ -160,6 +166,8 @@ def summarize(records: List[dict], descriptions: List[dict],
                 [evaluated[m] for m in group['members']])
             correct[group['name']], evaluated[group['name']] = hits, ran
             entry['evaluated_samples'] = int(ran.sum())
+            entry['clean_accuracy_on_evaluated'] = float(
+                correct['clean'][ran].mean()) if ran.any() else None
             entry['accuracy'] = accuracy[group['name']] = float(
                 hits[ran].mean()) if ran.any() else None
         out['worst_case'].append(entry)
@@ -226,7 +234,8 @@ def _error(records: list, name: str) -> str:
 
 
 def _curves(entries: List[dict], clean: float) -> dict:
-    """Accuracy vs budget per curve, the clean accuracy at budget 0."""
+    """Accuracy vs budget per curve; at budget 0 the clean accuracy on the
+    clips the curve was evaluated on (``clean`` when they are all)."""
     curves: Dict[str, dict] = {}
     for entry in entries:
         if entry.get('curve') is None or entry['accuracy'] is None:
@@ -235,11 +244,12 @@ def _curves(entries: List[dict], clean: float) -> dict:
             kind=entry['kind'], label=entry['label'],
             group=entry.get('group', 'joint'), unit=entry['unit'],
             x='sigma' if entry['kind'] == 'noise' else 'eps',
-            points={}))
+            points={}, start=entry.get('clean_accuracy_on_evaluated')))
         curve['points'][float(entry['budget'])] = entry['accuracy']
     for curve in curves.values():
         points = curve.pop('points')
-        points.setdefault(0.0, clean)
+        start = curve.pop('start')
+        points.setdefault(0.0, clean if start is None else start)
         budgets = sorted(points)
         accuracy = [points[b] for b in budgets]
         curve.update(budgets=budgets, accuracy=accuracy, auc=None)

@@ -170,7 +170,8 @@ def trust_checks(records: List[dict], summary: dict,
             bad.append(curve)
     checks['monotone_in_eps'] = _check(
         not bad, len(bad), 'accuracy is non-increasing in the budget on '
-        'every curve (clean accuracy at 0)', curves=bad)
+        "every curve (at 0 the clean accuracy on the curve's clips)",
+        curves=bad)
     return dict(settings={k: v for k, v in settings.items() if k != 'large'},
                 checks=checks,
                 passed=all(c['status'] == 'pass' for c in checks.values()))
