@@ -139,3 +139,30 @@ class Progress:
         eta = elapsed / max(done, 1) * max(self.total - done, 0)
         return (f'[{done}/{self.total}] {format_seconds(elapsed)} elapsed, '
                 f'ETA {format_seconds(eta)}')
+
+
+def release_loader_workers(runner) -> int:
+    """Stop the persistent worker processes of a runner's built dataloaders.
+
+    Why: a persistent worker pool that the garbage collector releases (the
+    loader iterator's ``__del__``) waited about 5 s per worker on the 2-core
+    CPU machine, so dropping a trained AV-Digits runner (3 workers) stalled
+    the next run for 15 s; an explicit shutdown took 0.04 s. Call it when a
+    script is done with a runner; a later iteration over the same loader
+    starts a fresh pool.
+
+    Args:
+        runner (Runner): an mmengine runner (loops not built are skipped).
+
+    Returns:
+        int: the number of loaders whose workers were stopped.
+    """
+    stopped = 0
+    for name in ('_train_loop', '_val_loop', '_test_loop'):
+        loader = getattr(getattr(runner, name, None), 'dataloader', None)
+        iterator = getattr(loader, '_iterator', None)
+        if iterator is not None and hasattr(iterator, '_shutdown_workers'):
+            iterator._shutdown_workers()
+            loader._iterator = None
+            stopped += 1
+    return stopped

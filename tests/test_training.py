@@ -100,3 +100,24 @@ def test_checkpoint_from_jt_cannot_feed_crmt(avdigits_tiny, tmp_path):
                    resume=True)
     with pytest.raises(Exception, match='integration'):
         run(cfg)
+
+
+def test_release_loader_workers_stops_persistent_pools(avdigits_tiny,
+                                                      tmp_path):
+    """After a run, the runner's persistent worker pools stop at once and a
+    later run over the same loaders starts fresh ones."""
+    from crmt_mm.utils import release_loader_workers
+    cfg = tiny_config('jt_avdigits.py', avdigits_tiny, str(tmp_path),
+                      **{'train_cfg.max_epochs': 1})
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key].update(num_workers=1, persistent_workers=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    workers = runner.train_dataloader._iterator._workers
+    assert release_loader_workers(runner) == 2  # train, val (last epoch)
+    assert runner.train_dataloader._iterator is None
+    assert not any(w.is_alive() for w in workers)
+    first = runner.test()
+    assert release_loader_workers(runner) == 1
+    assert runner.test() == first
+    assert release_loader_workers(Runner.from_cfg(cfg)) == 0  # nothing built

@@ -43,6 +43,7 @@ from mmengine.runner import Runner  # noqa: E402
 from crmt_mm.data_prep.avdigits import prepare_avdigits  # noqa: E402
 from crmt_mm.evaluation.report import compare_reports  # noqa: E402
 from crmt_mm.evaluation.statistics import paired_bootstrap  # noqa: E402
+from crmt_mm.utils import release_loader_workers  # noqa: E402
 
 MODELS = (('jt', 'configs/jt_avdigits.py'),
           ('crmt', 'configs/crmt_avdigits.py'))
@@ -248,6 +249,7 @@ def train_and_test(name: str, config: str, work_dir: str, seed: int,
     cfg = configure(config, osp.join(work_dir, name), seed, args)
     runner, _ = train(name, cfg, seed)
     if args.train_only:
+        release_loader_workers(runner)
         return None
     print(f'=== {name} (seed {seed}): robustness evaluation ===', flush=True)
     metrics = runner.test()
@@ -255,6 +257,7 @@ def train_and_test(name: str, config: str, work_dir: str, seed: int,
         report = json.load(f)
     report['metrics'].update(metrics)  # AccMetric's per-modality accuracy
     report['records'] = runner.test_loop.metric.records
+    release_loader_workers(runner)
     return report
 
 

@@ -36,6 +36,8 @@ import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from crmt_mm.utils import release_loader_workers  # noqa: E402
+
 MODELS = (('jt', 'configs/jt_avdigits.py'),
           ('crmt', 'configs/crmt_avdigits.py'),
           ('jt_noise', 'configs/jt_noise_avdigits.py'),
@@ -106,7 +108,9 @@ def train(name: str, args) -> float:
         return 0.0
     start = time.perf_counter()
     print(f'{name}: training {dict(MODELS)[name]}', flush=True)
-    Runner.from_cfg(cfg).train()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    release_loader_workers(runner)
     seconds = time.perf_counter() - start
     print(f'{name}: trained in {seconds:.0f} s', flush=True)
     return seconds
@@ -157,6 +161,7 @@ def certify(name: str, args) -> dict:
                         records[run.name].append(dict(
                             label=label, preds=dict(clean=c),
                             smoothing={run.name: result}))
+    release_loader_workers(runner)
     out = {}
     for sigma, run in zip(args.sigma, runs):
         rows = records[run.name]
