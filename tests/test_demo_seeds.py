@@ -91,19 +91,24 @@ def test_seed_flags():
 
 
 def test_configure_sets_the_demo_protocol(tmp_path):
-    """The demo's evaluation: budgets 1, 2, 4 (joint 1), every attack on
-    the seeded subsample, 8 smoothing clips, the reduced ensemble."""
+    """The demo's evaluation: reference budgets 1, 2, 4 (joint 1), the
+    strong sweep 1, 2, 4 on audio and 4 on visual, no strong joint attack,
+    every attack on the seeded subsample, 8 smoothing clips, the reduced
+    ensemble."""
     args = demo.parse_args(['--work-dir', str(tmp_path)])
     cfg = demo.configure('configs/crmt_avdigits.py', str(tmp_path / 'crmt'),
                          0, args)
     assert cfg.test_cfg.subset == dict(size=32, seed=0, scope='attacks')
+    strong = {}
     for p in cfg.test_cfg.perturbations:
-        if isinstance(p.get('eps'), list):
-            assert p['eps'] == ([1.0] if p.get('modality') is None
-                                else [1.0, 2.0, 4.0])
         if p['type'] == 'MultiModalAutoAttack':
             assert (p['version'], p['steps'], p['n_targets'],
                     p['queries']) == ('fast', 10, 3, 100)
+            strong[p.get('modality')] = p['eps']
+        elif isinstance(p.get('eps'), list):
+            assert p['eps'] == ([1.0] if p.get('modality') is None
+                                else [1.0, 2.0, 4.0])
+    assert strong == dict(audio=[1.0, 2.0, 4.0], visual=[4.0])
     assert [(s['subset']['size'], s['radii'])
             for s in cfg.test_cfg.smoothing] == [(8, [0.0, 0.25, 0.5])]
     assert cfg.randomness.seed == 0
