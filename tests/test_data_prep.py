@@ -12,7 +12,7 @@ from crmt_mm.data_prep import fbank, mel, prepare_avdigits
 #: sha256 over (relative path, bytes) of every file written by
 #: ``prepare_avdigits(out, seed=0, train_per_class=3, test_per_class=1)``,
 #: computed once with crmt_mm at commit 53c5b58 (generator then in
-#: crmt_mm/datasets/avdigits.py). The full set (seed 0) hashed
+#: crmt_mm/data_prep/avdigits.py). The full set (seed 0) hashed
 #: ceffb5052de804e226a5a22a195ec6061de48869cc9b9eaa129ac88af7f33780 before
 #: and after the move as well (too slow for the default suite).
 TINY_SHA256 = ('47af54f2d5d5e31445d901b4ab1f3252'

@@ -135,7 +135,7 @@ def main(argv=None):
     data = osp.join(work, 'avdigits')
     commands = build_commands(work, py)
     if {'train_amp', 'robust_eval'} & set(args.steps):
-        from crmt_mm.datasets.avdigits import prepare_avdigits
+        from crmt_mm.data_prep.avdigits import prepare_avdigits
         prepare_avdigits(data, seed=0)
     for step in args.steps:
         left = deadline - time.perf_counter()

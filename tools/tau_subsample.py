@@ -8,8 +8,11 @@ cost of one full estimate), then for each fraction and seed takes the max
 over a random subset of units, and evaluates the certified accuracy of the
 test set with that tau.
 
-    # AV-Digits, a CRMT-JT model trained for a few step-1 epochs
+    # AV-Digits, a CRMT-JT model trained for a few step-1 epochs, or a
+    # trained model (e.g. the demo's CRMT)
     python tools/tau_subsample.py --model avdigits --epochs 3 --out sub.json
+    python tools/tau_subsample.py --model avdigits \
+        --checkpoint work_dirs/demo/crmt/epoch_25.pth --out sub.json
     # 2 x ResNet-18 (KS architecture) on generated class-dependent data
     python tools/tau_subsample.py --model resnet18 --out sub_r18.json
 
@@ -39,7 +42,11 @@ def parse_args(argv=None):
     parser.add_argument('--model', choices=('avdigits', 'resnet18'),
                         default='avdigits')
     parser.add_argument('--epochs', type=int, default=3,
-                        help='AV-Digits: step-1 training epochs')
+                        help='AV-Digits: step-1 training epochs (without '
+                        '--checkpoint)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='AV-Digits: a trained crmt_avdigits.py '
+                        'checkpoint to measure instead of training')
     parser.add_argument('--data-root', default=osp.join(
         tempfile.gettempdir(), 'crmt_subsample_avdigits'))
     parser.add_argument('--fractions', default=','.join(map(str, FRACTIONS)))
@@ -67,7 +74,7 @@ def avdigits_model_and_data(args):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from crmt_mm.datasets.avdigits import prepare_avdigits
+    from crmt_mm.data_prep.avdigits import prepare_avdigits
     prepare_avdigits(args.data_root, seed=0)
     cfg = Config.fromfile(osp.join(ROOT, 'configs/crmt_avdigits.py'))
     for key, split in (('train_dataloader', 'train'),
@@ -95,7 +102,10 @@ def avdigits_model_and_data(args):
     train_units_cfg = cfg.train_dataloader.copy()
     start = time.perf_counter()
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    if args.checkpoint:
+        runner.load_checkpoint(args.checkpoint)
+    else:
+        runner.train()
     train_s = time.perf_counter() - start
     model = runner.model.eval()
     train_units_cfg.batch_size = args.unit_batch
@@ -111,8 +121,10 @@ def avdigits_model_and_data(args):
 
     units = [x for x, _ in prepared(train_units_cfg)]
     test = prepared(test_loader_cfg)
-    return model, units, test, dict(train_epochs=args.epochs,
-                                    train_s=train_s)
+    return model, units, test, dict(
+        checkpoint=args.checkpoint,
+        train_epochs=None if args.checkpoint else args.epochs,
+        train_s=train_s)
 
 
 def resnet18_model_and_data(args):
