@@ -60,8 +60,10 @@ def parse_args(argv=None):
                         help='resnet18: generated training samples')
     parser.add_argument('--num-test', type=int, default=64,
                         help='resnet18: generated test samples')
-    parser.add_argument('--train-iters', type=int, default=30,
-                        help='resnet18: training iterations (batch 16)')
+    parser.add_argument('--train-iters', type=int, default=150,
+                        help='resnet18: training iterations (batch 16); 30 '
+                        'left the model at chance, 150 reached 0.56 clean '
+                        'accuracy (docs/benchmarks.md)')
     parser.add_argument('--out', default=None)
     return parser.parse_args(argv)
 
