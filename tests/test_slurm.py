@@ -110,6 +110,19 @@ custom_hooks = [dict(type='CRMTPhaseSwitchHook', switch_epoch=1,
                      lr_factor=1.0, weight_decay=1e-2)]
 default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))
 log_level = 'WARNING'
+# The launcher is under test, not the evaluation: a test-sized ensemble,
+# reference PGD, missing modality and smoothing (the config's paper-grade
+# ensemble takes minutes per clip on a CPU).
+test_cfg = dict(
+    perturbations=[
+        dict(type='MultiModalAutoAttack', version='standard', norm='L2',
+             modality='audio', eps=[0.5, 1.0], steps=2, n_targets=1,
+             queries=10),
+        dict(type='UniModalPGD', modality='audio', eps=[0.5]),
+        dict(type='MissingModality', modality='visual')],
+    smoothing=[dict(type='GaussianSmoothingCertifier', modality='audio',
+                    sigma=0.25, n0=8, n=32, alpha=0.001, batch_size=16,
+                    seed=0, subset=dict(size=4, seed=0))])
 """)
 
 
