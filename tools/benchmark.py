@@ -961,12 +961,17 @@ def main(argv=None):
         result.setdefault('goals_met', {})[key] = met
         print(f'| {key} | {value:.3f} | {op} {bound} | '
               f'{"yes" if met else "NO"} |')
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
-        print(f'wrote {args.out}')
+    write_json(args.out, result)
     return result
+
+
+def write_json(path, result: dict) -> None:
+    """Write ``result`` to ``path`` (its folder created); None: nothing."""
+    if path:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {path}')
 
 
 if __name__ == '__main__':

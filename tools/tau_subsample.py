@@ -19,9 +19,7 @@ test set with that tau.
 Numbers are for orientation on small models; see docs/benchmarks.md.
 """
 import argparse
-import json
 import math
-import os
 import os.path as osp
 import statistics
 import sys
@@ -252,11 +250,8 @@ def main(argv=None):
               f'{row["tau_cost_s"]:.1f} | '
               f'{row["tau_ratio_mean"]["mean"]:.3f} '
               f'({row["tau_ratio_min"]["min"]:.3f}) | {accs} |')
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
-        print(f'wrote {args.out}')
+    from benchmark import write_json
+    write_json(args.out, result)
     return result
 
 

@@ -414,11 +414,10 @@ class RobustEvaluator:
                 preds[n] = None if failed is not None else [None] * batch
             return
         start = time.perf_counter()
-        index = torch.nonzero(rows).flatten()
-        sub = {m: t[index.to(t.device)] for m, t in x.items()}
+        positions, sub, labels = _select(x, y, rows)
         try:
-            result = nested_sweep(unit, model.fused_logits, sub,
-                                  y[index.to(y.device)], self._spaces)
+            result = nested_sweep(unit, model.fused_logits, sub, labels,
+                                  self._spaces)
         except Exception as err:  # noqa: BLE001 (reported, not swallowed)
             for n in names:
                 self._failed[n] = f'{type(err).__name__}: {err}'
@@ -432,17 +431,14 @@ class RobustEvaluator:
             for n in names:
                 self._seconds[n] += share
         by_eps = {_budget_key(e.eps): e.name for e in unit}
-        positions = index.tolist()
         for res, eps in zip(result.results, result.budgets):
             name = by_eps[_budget_key(eps)]
-            column: list = [None] * batch
-            classes = res.logits.argmax(1).tolist()
             free = res.gradient_free_only.tolist()
             for j, i in enumerate(positions):
-                column[i] = classes[j]
                 info[i][name] = dict(broken_by=res.broken_by[j],
                                      gradient_free_only=bool(free[j]))
-            preds[name] = column
+            preds[name] = _scatter(res.logits.argmax(1).tolist(), positions,
+                                   batch)
 
     def _trust(self, model, x, y, rows: Tensor) -> list:
         """Per clip: clean-gradient norms, the difference between two
@@ -455,17 +451,12 @@ class RobustEvaluator:
         diff = (first - second).abs().flatten(1).amax(1).tolist()
         grads = gradient_norms(model.fused_logits, x, y)
         large: Dict[str, list] = {}
-        index = torch.nonzero(rows).flatten()
+        positions, sub, labels = _select(x, y, rows)
         for name, attack in self.large.items():
-            column: list = [None] * batch
-            if index.numel():
-                sub = {m: t[index.to(t.device)] for m, t in x.items()}
-                pred = attack.predict(model.fused_logits, sub,
-                                      y[index.to(y.device)],
-                                      self._spaces).argmax(1).tolist()
-                for j, i in enumerate(index.tolist()):
-                    column[i] = pred[j]
-            large[name] = column
+            pred = attack.predict(model.fused_logits, sub, labels,
+                                  self._spaces).argmax(1).tolist() \
+                if positions else []
+            large[name] = _scatter(pred, positions, batch)
         self._seconds['trust'] += time.perf_counter() - start
         return [dict(grad={loss: {m: v[i] for m, v in per.items()}
                            for loss, per in grads.items()},
@@ -504,19 +495,15 @@ class RobustEvaluator:
         if not bool(rows.any()):
             return [None] * batch
         start = time.perf_counter()
-        index = torch.nonzero(rows).flatten()
         try:
-            if bool(rows.all()):
+            if bool(rows.all()):  # no copy of the whole batch
                 pred = p.predict(model.fused_logits, x, y,
                                  self._spaces).argmax(1).tolist()
             else:
-                sub = {m: t[index.to(t.device)] for m, t in x.items()}
-                found = p.predict(model.fused_logits, sub,
-                                  y[index.to(y.device)],
-                                  self._spaces).argmax(1).tolist()
-                pred = [None] * batch
-                for j, i in enumerate(index.tolist()):
-                    pred[i] = found[j]
+                positions, sub, labels = _select(x, y, rows)
+                pred = _scatter(p.predict(model.fused_logits, sub, labels,
+                                          self._spaces).argmax(1).tolist(),
+                                positions, batch)
         except Exception as err:  # noqa: BLE001 (reported, not swallowed)
             self._failed[p.name] = f'{type(err).__name__}: {err}'
             self.logger.error(
@@ -681,6 +668,24 @@ class RobustEvaluator:
         return dict(metrics=metrics,
                     records=metric.records if is_main_process() else None,
                     protocol=self.end(), metric=metric)
+
+
+def _select(x: Dict[str, Tensor], y: Tensor, rows: Tensor
+            ) -> Tuple[List[int], Dict[str, Tensor], Tensor]:
+    """The batch positions where ``rows`` is True, and the inputs and
+    labels of those clips."""
+    index = torch.nonzero(rows).flatten()
+    return (index.tolist(), {m: t[index.to(t.device)] for m, t in x.items()},
+            y[index.to(y.device)])
+
+
+def _scatter(values: list, positions: List[int], batch: int) -> list:
+    """A ``batch``-long column with ``values`` at ``positions``, None
+    elsewhere (clips left out by the subsample)."""
+    column: list = [None] * batch
+    for value, i in zip(values, positions):
+        column[i] = value
+    return column
 
 
 def _is_attack(p: Perturbation) -> bool:
