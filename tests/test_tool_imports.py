@@ -36,3 +36,13 @@ def test_crmt_mm_imports_of_tools_resolve(path):
                     importlib.import_module(f'{module}.{name}')  # submodule
         except ImportError as err:
             pytest.fail(f'{where}: {err}')
+
+
+def test_tau_subsample_rejects_options_it_would_ignore():
+    from helpers import load_tool
+    tool = load_tool('tau_subsample')
+    assert tool.parse_args(['--checkpoint', 'c.pth']).checkpoint == 'c.pth'
+    for argv in (['--model', 'resnet18', '--checkpoint', 'c.pth'],
+                 ['--checkpoint', 'c.pth', '--epochs=2']):
+        with pytest.raises(SystemExit):
+            tool.parse_args(argv)

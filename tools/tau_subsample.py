@@ -63,7 +63,16 @@ def parse_args(argv=None):
                         'left the model at chance, 150 reached 0.56 clean '
                         'accuracy (docs/benchmarks.md)')
     parser.add_argument('--out', default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.checkpoint and args.model != 'avdigits':
+        parser.error('--checkpoint is for --model avdigits (the resnet18 '
+                     'model trains on generated data)')
+    given = [a.split('=')[0] for a in (sys.argv[1:] if argv is None
+                                       else argv)]
+    if args.checkpoint and '--epochs' in given:
+        parser.error('--epochs trains a model; --checkpoint measures a '
+                     'trained one: give one of them')
+    return args
 
 
 # ---------------------------------------------------------------- models
