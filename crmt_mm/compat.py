@@ -15,8 +15,12 @@ Imported first by :mod:`crmt_mm` and by every script under ``tools/`` (before
    contain (see :func:`_safe_globals`). A file that needs anything
    else is refused with an error explaining how to trust it explicitly: set
    ``CRMT_TRUST_CHECKPOINTS=1`` (full pickle, runs code from the file: only for
-   files you trust). Stock mmengine pickles ``HistoryBuffer`` together with
-   its statistics *functions* (``getattr(HistoryBuffer, 'min')``), and
+   files you trust). An empty, truncated or garbage file is called corrupt
+   instead (:class:`CorruptCheckpointError`): torch's own message for it
+   suggests full unpickling, which cannot help and must not be tried on a
+   file of unknown content. Stock mmengine pickles ``HistoryBuffer``
+   together with its statistics *functions*
+   (``getattr(HistoryBuffer, 'min')``), and
    allowing ``getattr`` would let any file call anything; we therefore also
    make ``HistoryBuffer`` pickle without them (they are class-level
    registrations, restored on import). Checkpoints written by stock mmengine
@@ -33,9 +37,13 @@ import contextlib
 import importlib.util
 import os
 import os.path as osp
+import pickle
+import re
+import struct
 import sys
 import types
 import uuid
+import zipfile
 
 import numpy as np
 import torch
@@ -93,30 +101,89 @@ def trusted() -> bool:
     return os.environ.get(TRUST_ENV, '0').lower() in ('1', 'true', 'yes')
 
 
+#: What torch's restricted unpickler says when a well-formed file needs a
+#: class or function outside the allow-list: the one failure the trust flag
+#: can help with. Any other failure to read a file means it is damaged.
+FOREIGN_GLOBAL_MARKERS = ('Unsupported global', 'unsupported GLOBAL',
+                          'allowlisted', 'unrecognized function')
+#: Errors of torch.load on a truncated, empty or non-checkpoint file: the
+#: pickle stream ends early or holds garbage, or the zip container (the
+#: format of torch.save since 1.6) is broken.
+CORRUPT_ERRORS = (EOFError, pickle.UnpicklingError, IndexError,
+                  struct.error, zipfile.BadZipFile)
+CORRUPT_MARKERS = ('PytorchStreamReader', 'zip archive')
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is empty, truncated or not a checkpoint at all."""
+
+
 def safe_torch_load(filename: str, map_location=None):
     """Load a checkpoint with torch's restricted unpickler.
 
     Only tensors, containers, numpy arrays/scalars and mmengine's
-    ``HistoryBuffer`` are accepted. Raises ``RuntimeError`` naming the file
-    and the opt-in for anything else.
+    ``HistoryBuffer`` are accepted.
+
+    Raises:
+        RuntimeError: a well-formed checkpoint that needs classes or
+            functions outside that allow-list: names the file, the objects
+            and the opt-in ``CRMT_TRUST_CHECKPOINTS=1``.
+        CorruptCheckpointError: an empty, truncated or garbage file (with
+            or without the opt-in, which cannot help): names the file and
+            its size.
     """
-    if trusted():
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
     try:
+        if trusted():
+            return torch.load(filename, map_location=map_location,
+                              weights_only=False)
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(filename, map_location=map_location,
                               weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError or RuntimeError
-        if 'weights_only' not in str(err) and 'Unpickl' not in type(
-                err).__name__:
-            raise
-        raise RuntimeError(
-            f'Refusing to load checkpoint {filename!r}: it contains objects '
-            'outside the safe allow-list (tensors, numpy arrays, mmengine '
-            'HistoryBuffer), and unpickling them could run code from the '
-            f'file. If you trust this file, set {TRUST_ENV}=1 and retry. '
-            f'Details: {str(err).splitlines()[0]}') from err
+    except Exception as err:
+        text = str(err)
+        if not trusted() and isinstance(err, pickle.UnpicklingError) and \
+                any(m in text for m in FOREIGN_GLOBAL_MARKERS):
+            found = re.findall(r'GLOBAL (\S+)', text)
+            raise RuntimeError(
+                f'Refusing to load checkpoint {filename!r}: it contains '
+                f'objects outside the safe allow-list (tensors, numpy arrays, '
+                'mmengine HistoryBuffer)'
+                f'{": " + ", ".join(found) if found else ""}, and unpickling '
+                'them could run code from the file. If you trust this file, '
+                f'set {TRUST_ENV}=1 and retry. Details: '
+                f'{_torch_detail(err)}') from err
+        if isinstance(err, CORRUPT_ERRORS) or (
+                isinstance(err, RuntimeError) and
+                any(m in text for m in CORRUPT_MARKERS)):
+            raise CorruptCheckpointError(_corrupt_message(filename,
+                                                          err)) from err
+        raise
+
+
+def _torch_detail(err: Exception) -> str:
+    """The line of torch's error that names the problem, without its
+    generic advice (torch suggests ``weights_only=False``, the very thing
+    that runs code, even for a corrupt file)."""
+    generic = ('weights_only', 'Weights only', 'Check the documentation',
+               'Please file an issue', 'do those steps only')
+    lines = [line.strip() for line in str(err).splitlines()]
+    lines = [line.replace('WeightsUnpickler error:', '').strip()
+             for line in lines if line and not any(g in line
+                                                   for g in generic)]
+    lines = [line for line in lines if line]
+    return f'{type(err).__name__}: {lines[0].rstrip(".")}' if lines \
+        else type(err).__name__
+
+
+def _corrupt_message(filename: str, err: Exception) -> str:
+    size = osp.getsize(filename) if osp.isfile(filename) else None
+    what = 'empty (0 bytes)' if size == 0 else \
+        f'corrupt ({size} bytes; not a readable torch checkpoint)'
+    return (f'Checkpoint {filename!r} is {what}: {_torch_detail(err)}. '
+            'It was cut short (a save or copy that did not '
+            'finish) or is another kind of file. Copy it again, or use '
+            'another checkpoint (e.g. the previous epoch_N.pth of the run); '
+            f'{TRUST_ENV}=1 cannot read it either.')
 
 
 def _history_buffer_state(buffer) -> dict:

@@ -225,15 +225,15 @@ class CRMTRecognizer(BaseModel):
         mismatched = sorted(f'{k}: checkpoint {tuple(given[k])} vs model '
                             f'{tuple(own[k])}' for k in own
                             if k in given and given[k] != own[k])
+        recorded = state_dict.get(prefix + self.IDENTITY_KEY)
         if missing or unexpected or mismatched:
             raise ValueError(
-                'checkpoint does not match this CRMTRecognizer (another '
-                'head, number of classes or modalities?). '
+                'checkpoint does not match this CRMTRecognizer ('
+                f'{self._head_difference(recorded, given)}). '
                 f'Missing keys: {missing[:8]}; unexpected keys: '
                 f'{unexpected[:8]}; shape mismatches: {mismatched[:8]}. Use a '
                 'checkpoint of the same config, or initialise only the '
                 "encoders with init_cfg=dict(type='Pretrained', ...).")
-        recorded = state_dict.get(prefix + self.IDENTITY_KEY)
         if recorded is None:
             raise ValueError(
                 'checkpoint has no model_identity record: it was written '
@@ -256,6 +256,27 @@ class CRMTRecognizer(BaseModel):
                 'checkpoint was written by another model (its '
                 'model_identity differs): ' + '; '.join(diff) + '. Use the '
                 'config of the run that wrote it.')
+
+    def _head_difference(self, recorded: Optional[Tensor],
+                         given: Mapping[str, object]) -> str:
+        """Both head types when they differ, else what else may differ.
+
+        The checkpoint's head type comes from its ``model_identity`` record;
+        older checkpoints without it are told apart by the integration
+        weights only ``CRMTHead`` has (JT's ``ConcatHead`` has none).
+        """
+        ours = type(self.head).__name__
+        theirs = decode_identity(recorded).get('head', {}).get('type') \
+            if recorded is not None else None
+        if theirs is None and any(k.startswith('head.') for k in given):
+            theirs = 'CRMTHead' if 'head.integration' in given else \
+                'a head without integration weights (ConcatHead, JT)'
+        if theirs is None or theirs == ours:
+            return 'another number of classes or modalities?'
+        return (f'the checkpoint has head {theirs}, this config has head '
+                f'{ours}: a JT (ConcatHead) checkpoint cannot be loaded into '
+                'a CRMT (CRMTHead) config or the reverse; use the config of '
+                'the run that wrote the checkpoint')
 
     # ------------------------------------------------------------------
     # The contract used by hooks, loops, attacks and certification.

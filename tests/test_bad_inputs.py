@@ -1,0 +1,76 @@
+"""Bad inputs met by a new user (issue 20, item 3): each fails before the
+first iteration where the information is there (else at the first batch)
+with a message naming the key, file, URL or entry and the fix.
+
+The rest of the bad-input matrix of ``docs/reliability.md`` (section 4) is
+tested in ``test_reliability.py``, ``test_datasets.py`` and the files it
+names.
+"""
+import os.path as osp
+
+import pytest
+import torch
+from mmaction.registry import MODELS
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
+
+from crmt_mm.compat import TRUST_ENV, CorruptCheckpointError
+from helpers import config_path
+
+init_default_scope('mmaction')
+
+
+def build(name: str):
+    """The model of ``configs/<name>``."""
+    return MODELS.build(Config.fromfile(config_path(name)).model)
+
+
+def test_jt_checkpoint_into_crmt_config_names_both_heads(tmp_path):
+    torch.manual_seed(0)
+    path = str(tmp_path / 'jt.pth')
+    torch.save(dict(state_dict=build('jt_avdigits.py').state_dict(),
+                    meta={}), path)
+    with pytest.raises(ValueError, match=(
+            r'the checkpoint has head ConcatHead, this config has head '
+            r'CRMTHead.*config of the run that wrote the checkpoint.*'
+            r"Missing keys: \['head\.integration'\]")):
+        load_checkpoint(build('crmt_avdigits.py'), path)
+
+
+class Foreign:
+    """A class outside the safe loader's allow-list."""
+
+
+@pytest.mark.parametrize('content', ['empty', 'random', 'truncated',
+                                     'truncated_legacy'])
+def test_corrupt_checkpoint_is_called_corrupt(tmp_path, monkeypatch,
+                                              content):
+    """An empty, random or cut-short file is corrupt, with or without the
+    trust flag (which cannot help and is not offered); a well-formed file
+    with a foreign class gets the trust advice."""
+    whole = tmp_path / 'whole.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(64))), whole,
+               _use_new_zipfile_serialization=content != 'truncated_legacy')
+    data = {'empty': b'', 'random': torch.randint(
+        0, 256, (4096, ), generator=torch.Generator().manual_seed(0),
+        dtype=torch.uint8).numpy().tobytes()}.get(
+            content, whole.read_bytes()[:200])
+    path = tmp_path / 'epoch_3.pth'
+    path.write_bytes(data)
+    what = 'empty' if content == 'empty' else 'corrupt'
+    for trust in ('0', '1'):
+        monkeypatch.setenv(TRUST_ENV, trust)
+        with pytest.raises(CorruptCheckpointError) as info:
+            CheckpointLoader.load_checkpoint(str(path))
+        message = str(info.value)
+        assert f"Checkpoint '{path}' is {what}" in message
+        assert 'previous epoch_N.pth' in message
+        assert f'{TRUST_ENV}=1 cannot read it' in message
+        assert f'set {TRUST_ENV}=1' not in message
+    monkeypatch.setenv(TRUST_ENV, '0')
+    torch.save(dict(meta=Foreign()), path)
+    with pytest.raises(RuntimeError, match=(
+            rf"Refusing to load checkpoint '{path}'.*test_bad_inputs\.Foreign"
+            rf".*set {TRUST_ENV}=1 and retry")):
+        CheckpointLoader.load_checkpoint(str(path))
