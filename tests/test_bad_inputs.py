@@ -13,10 +13,11 @@ import torch
 from mmaction.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
 
 from crmt_mm.compat import TRUST_ENV, CorruptCheckpointError
-from helpers import config_path
+from helpers import config_path, tiny_config
 
 init_default_scope('mmaction')
 
@@ -74,3 +75,40 @@ def test_corrupt_checkpoint_is_called_corrupt(tmp_path, monkeypatch,
             rf"Refusing to load checkpoint '{path}'.*test_bad_inputs\.Foreign"
             rf".*set {TRUST_ENV}=1 and retry")):
         CheckpointLoader.load_checkpoint(str(path))
+
+
+def entry(kind, index, modality='audio'):
+    return (rf"test_cfg \(RobustTestLoop\)\.{kind}\[{index}\] \(\w+, "
+            rf"modality '{modality}'\): .*")
+
+
+SMOOTHING = dict(type='GaussianSmoothingCertifier', modality='audio',
+                 sigma=0.25, n0=8, n=32)
+#: (test_cfg key, value, message pattern): the entry is named by position,
+#: type and modality, then the value.
+BAD_ENTRIES = [
+    ('smoothing', [dict(SMOOTHING, n0=64, n=8)],
+     entry('smoothing', 0) + r'n0=64 \(selection draws\) exceeds n=8.*'
+     r'swapped\? Use n0 <= n'),
+    ('smoothing', [SMOOTHING, dict(SMOOTHING, modality='visual', sigma=-1)],
+     entry('smoothing', 1, 'visual') + r'sigma must be a finite number > 0, '
+     r'got -1'),
+    ('perturbations.12.sigma', [0.5, float('nan')],
+     entry('perturbations', 12) + r'sigma.* got nan'),
+    ('perturbations.7.eps', [0.5, -1.0],
+     entry('perturbations', 7) + r'eps.* got -1\.0'),
+]
+
+
+@pytest.mark.parametrize('key, value, match', BAD_ENTRIES,
+                         ids=['n0_above_n', 'smoothing_sigma',
+                              'noise_sigma', 'pgd_eps'])
+def test_bad_evaluation_entry_is_named(avdigits_tiny, tmp_path, key, value,
+                                       match):
+    """test_cfg entries are checked when the test loop is built, before the
+    first batch; the message says which entry of the list is wrong."""
+    cfg = tiny_config('crmt_avdigits.py', avdigits_tiny, str(tmp_path))
+    cfg.merge_from_dict({f'test_cfg.{key}': value})
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=match):
+        runner.test()

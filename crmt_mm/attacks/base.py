@@ -34,6 +34,43 @@ class UnknownModalityError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ''
 
 
+def entry_error(err: Exception, where: str, cfg) -> Exception:
+    """``err`` re-made to name the config entry it came from.
+
+    A value check deep in a perturbation or certifier names the value
+    (``sigma must be > 0, got -0.5``) but not which of the dozen entries
+    of ``test_cfg.perturbations`` or ``smoothing`` holds it; the builders
+    prefix the entry's position, type and modality.
+
+    Args:
+        err (Exception): the error (its type is kept, so handlers for
+            ``ValueError``/``TypeError``/:class:`UnknownModalityError` still
+            catch it).
+        where (str): the entry's position, e.g.
+            ``'test_cfg (RobustTestLoop).perturbations[12]'``.
+        cfg: the entry's config (a dict or anything else).
+
+    Returns:
+        Exception: to raise ``from err``.
+
+    Example:
+        >>> raise entry_error(err, 'smoothing[0]', entry) from err
+        ValueError: smoothing[0] (GaussianSmoothingCertifier, modality
+        'audio'): sigma must be a finite number > 0, got -0.5
+    """
+    label = where
+    if isinstance(cfg, Mapping):
+        parts = [str(cfg.get('type', 'no type'))]
+        if 'modality' in cfg:
+            parts.append(f'modality {cfg["modality"]!r}')
+        label = f'{where} ({", ".join(parts)})'
+    message = f'{label}: {err}'
+    try:
+        return type(err)(message)
+    except Exception:  # an error type with another constructor
+        return ValueError(message)
+
+
 def require_modalities(x: Mapping[str, Tensor], modalities: Iterable[str],
                        who: str) -> None:
     """Raise :class:`UnknownModalityError` if a modality is missing from x.

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence, Union
 
 from .apgd import APGD
 from .autoattack import MultiModalAutoAttack
-from .base import Perturbation, UnknownModalityError
+from .base import Perturbation, UnknownModalityError, entry_error
 from .fgm import MultiModalFGM, PerModalityFGM, UniModalFGM
 from .l2_attack import L2GradientAttack
 from .missing import MissingModality
@@ -34,8 +34,8 @@ SWEEP_KEYS = ('eps', 'sigma')
 Config = Union[Mapping, Perturbation]
 
 
-def build_perturbations(cfgs: Union[Config, Sequence[Config]]
-                        ) -> List[Perturbation]:
+def build_perturbations(cfgs: Union[Config, Sequence[Config]],
+                        where: str = 'perturbations') -> List[Perturbation]:
     """Build a list of perturbations from config dicts.
 
     Each dict has a ``type`` (a class name of :mod:`crmt_mm.attacks`) and
@@ -61,13 +61,16 @@ def build_perturbations(cfgs: Union[Config, Sequence[Config]]
 
     Args:
         cfgs (dict | Perturbation | list): one config or a list of them.
+        where (str): the config key of the list, for messages. Defaults to
+            ``'perturbations'``.
 
     Returns:
         list[Perturbation]: in config order, expansions in value order.
 
     Raises:
         ValueError: unknown ``type`` (lists the known ones), invalid or
-            unknown arguments (naming the value), duplicate names.
+            unknown arguments (naming the value), duplicate names; the
+            first three name the entry (``<where>[i] (type, modality)``).
 
     Example:
         >>> attacks = build_perturbations([
@@ -83,8 +86,11 @@ def build_perturbations(cfgs: Union[Config, Sequence[Config]]
         raise ValueError(
             f'expected a list of perturbation configs, got {cfgs!r}')
     out: List[Perturbation] = []
-    for cfg in cfgs:
-        out.extend(_build(cfg))
+    for index, cfg in enumerate(cfgs):
+        try:
+            out.extend(_build(cfg))
+        except ValueError as err:
+            raise entry_error(err, f'{where}[{index}]', cfg) from err
     names = [p.name for p in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -356,7 +356,8 @@ class GaussianSmoothingCertifier:
         sigma (float | dict[str, float]): noise std > 0 (normalised input
             units). A dict ``{modality: sigma_m}`` covering every modality
             is accepted for joint noise only. Defaults to 0.25.
-        n0 (int): selection draws of CERTIFY. Defaults to 64.
+        n0 (int): selection draws of CERTIFY, at most ``n`` (a
+            ``ValueError`` otherwise). Defaults to 64.
         n (int): estimation draws of CERTIFY (and PREDICT's draws).
             Defaults to 512.
         alpha (float): failure probability in (0, 1); certificates hold
@@ -383,6 +384,15 @@ class GaussianSmoothingCertifier:
         self.sigma = self._check_sigma(sigma)
         self.n0 = check_positive_int(n0, 'n0')
         self.n = check_positive_int(n, 'n')
+        # n0 only selects the class; the certificate's confidence bound
+        # comes from the n draws. More selection than estimation draws is
+        # a swap of the two (or a typo), never a useful setting.
+        if self.n0 > self.n:
+            raise ValueError(
+                f'n0={self.n0} (selection draws) exceeds n={self.n} '
+                '(estimation draws, the ones the certificate is computed '
+                'from); swapped? Use n0 <= n (e.g. n0=64, n=512, or n0=100, '
+                'n=100000 as in Cohen et al.).')
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
                 or not 0 < alpha < 1:
             raise ValueError(f'alpha must be a number in (0, 1), got '

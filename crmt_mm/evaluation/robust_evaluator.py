@@ -118,7 +118,7 @@ class RobustEvaluator:
         self.log_interval = log_interval
         self.logger = logger or MMLogger.get_current_instance()
         self.perturbations: List[Perturbation] = build_perturbations(
-            list(perturbations))
+            list(perturbations), f'{who}.perturbations')
         #: ``describe()`` of every perturbation, in order.
         self.descriptions = [p.describe() for p in self.perturbations]
         #: The checked ``certify`` config (None = off).
@@ -130,7 +130,8 @@ class RobustEvaluator:
                              f'configs, got {smoothing!r}')
         #: One :class:`SmoothingRun` per ``smoothing`` entry.
         self.smoothing = [SmoothingRun(entry, self.descriptions,
-                                       model.modalities, f'smoothing[{i}]')
+                                       model.modalities,
+                                       f'{who}.smoothing[{i}]')
                           for i, entry in enumerate(smoothing)]
         names = [run.name for run in self.smoothing]
         if len(set(names)) != len(names):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from mmaction.registry import TASK_UTILS
 
-from crmt_mm.attacks.base import budget_norm, format_value
+from crmt_mm.attacks.base import budget_norm, entry_error, format_value
 
 #: Keys of a ``smoothing`` entry read by the evaluation (the others build
 #: the certifier).
@@ -108,8 +108,11 @@ class SmoothingRun:
         subset = entry.pop('subset', None)
         radii = entry.pop('radii', None)
         check = entry.pop('check_attacks', True)
-        self.certifier = TASK_UTILS.build(entry)
-        self.certifier.check_modalities(modalities)
+        try:
+            self.certifier = TASK_UTILS.build(entry)
+            self.certifier.check_modalities(modalities)
+        except (ValueError, TypeError) as err:
+            raise entry_error(err, where, entry) from err
         self.name = self.certifier.name
         self.subset = self._check_subset(subset, where)
         if not isinstance(check, bool):

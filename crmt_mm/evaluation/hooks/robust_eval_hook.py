@@ -176,7 +176,8 @@ class RobustEvalHook(Hook):
         # Built now so that a bad perturbation or certify key fails before
         # the runner builds anything; the model-dependent checks (modality
         # names, contract) follow in before_train.
-        self.perturbations = build_perturbations(list(perturbations))
+        self.perturbations = build_perturbations(
+            list(perturbations), 'RobustEvalHook.perturbations')
         check_certify(certify, [p.describe() for p in self.perturbations])
         if not self.perturbations and certify is None:
             raise ValueError('RobustEvalHook has nothing to evaluate: give '

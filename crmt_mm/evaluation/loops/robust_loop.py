@@ -37,7 +37,9 @@ class RobustLoopMixin:
         self.robust = RobustEvaluator(
             unwrap(self.runner.model), perturbations, certify,
             stage=self._stage, fp16=self.fp16, log_interval=log_interval,
-            logger=self.runner.logger, who=type(self).__name__,
+            logger=self.runner.logger,
+            # The config key first: messages then say where to look.
+            who=f'{self._stage}_cfg ({type(self).__name__})',
             subset=subset, trust=trust, smoothing=smoothing)
         check_tau_data(self.runner, self.robust.certify)
         self.report_dir = report_dir
