@@ -112,3 +112,52 @@ def test_bad_evaluation_entry_is_named(avdigits_tiny, tmp_path, key, value,
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError, match=match):
         runner.test()
+
+
+OFFLINE_URL = 'https://download.pytorch.org/models/resnet18-f37072fd.pth'
+
+
+def test_offline_pretrained_url_names_url_branch_and_fix(tmp_path,
+                                                         monkeypatch):
+    """A stock branch given as a config file reference whose backbone has
+    pretrained='torchvision://...' on a machine without network."""
+    import urllib.error
+
+    import mmengine.runner.checkpoint as checkpoint
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError('[Errno -2] Name or service not known')
+
+    # torchvision's model zoo without torchvision, and no network.
+    monkeypatch.setattr(checkpoint, 'get_torchvision_models',
+                        lambda: dict(resnet18=OFFLINE_URL))
+    monkeypatch.setattr(checkpoint, 'load_from_http', offline)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    stock = tmp_path / 'tsn_r18.py'
+    stock.write_text(
+        "model = dict(type='Recognizer2D', backbone=dict(type='ResNet', "
+        "depth=18, pretrained='torchvision://resnet18'), cls_head=dict("
+        "type='TSNHead', num_classes=3, in_channels=512))\n")
+    model = MODELS.build(dict(
+        type='CRMTRecognizer',
+        encoders=dict(visual=dict(input_key='imgs', recognizer=str(stock)),
+                      audio=dict(input_key='audios', feat_dim=8,
+                                 backbone=dict(type='ConvEncoder',
+                                               in_channels=1,
+                                               input_size=(8, 8),
+                                               channels=(4, ), feat_dim=8))),
+        head=dict(type='CRMTHead', num_classes=3),
+        data_preprocessor=dict(type='MultiModalDataPreprocessor',
+                               preprocessors=dict(audios=dict(
+                                   type='ActionDataPreprocessor')))))
+    with pytest.raises(RuntimeError) as info:
+        model.init_weights()
+    message = str(info.value)
+    cache = osp.join(str(tmp_path / 'torch'), 'hub', 'checkpoints')
+    for part in ("encoders.visual: initialising the backbone from "
+                 "'torchvision://resnet18' failed: URLError",
+                 f'copy resnet18-f37072fd.pth (from {OFFLINE_URL}) into '
+                 f'{cache}',
+                 'set model.encoders.visual.recognizer.backbone.pretrained='
+                 'None', "give recognizer=dict(...) with that file's model"):
+        assert part in message

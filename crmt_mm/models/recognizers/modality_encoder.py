@@ -1,8 +1,9 @@
 """Wraps any mmaction2 backbone into a per-modality feature extractor."""
 import logging
 import os.path as osp
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
+import torch
 from mmaction.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -10,7 +11,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor
 
 from crmt_mm.utils import reject_unknown_keys
-from .stock_branch import stock_branch_args
+from .stock_branch import StockBranch, stock_branch_args
 
 #: Where every mmaction2 recognizer (Recognizer2D/3D, RecognizerAudio)
 #: stores its backbone in a checkpoint's state_dict.
@@ -141,16 +142,65 @@ class ModalityEncoder(BaseModule):
             return
         try:
             super().init_weights()
-        except (OSError, RuntimeError, KeyError, ValueError) as err:
-            source = getattr(self.backbone, 'pretrained', None)
-            where = f' from {source!r}' if isinstance(source, str) else ''
+        except (OSError, RuntimeError, KeyError, ValueError,
+                ImportError) as err:
+            sources = self._weight_sources()
+            where = ' from ' + ', '.join(repr(s) for _, s in sources) \
+                if sources else ''
             message = (f'encoders.{self.name}: initialising the backbone'
                        f'{where} failed: {type(err).__name__}: {err}')
+            remote = [(k, s) for k, s in sources if '://' in s]
+            if remote and not isinstance(err, FileNotFoundError):
+                message += '. ' + self._offline_fix(*remote[0])
             if isinstance(err, FileNotFoundError):
                 raise FileNotFoundError(message) from err
             raise RuntimeError(message) from err
         if self.pretrained_cfg is not None:
             self._load_pretrained(self.pretrained_cfg)
+
+    def _weight_sources(self) -> List[Tuple[str, str]]:
+        """``(config key, file or URL)`` of every ``pretrained`` and
+        ``init_cfg`` checkpoint inside the backbone (a stock branch's
+        backbone and neck are under ``recognizer``)."""
+        root = f'model.encoders.{self.name}.' + (
+            'recognizer' if isinstance(self.backbone, StockBranch)
+            else 'backbone')
+        found = []
+        for path, module in self.backbone.named_modules():
+            key = f'{root}.{path}' if path else root
+            if isinstance(getattr(module, 'pretrained', None), str):
+                found.append((f'{key}.pretrained', module.pretrained))
+            init = getattr(module, 'init_cfg', None)
+            for cfg in [init] if isinstance(init, dict) else init or []:
+                if isinstance(cfg, dict) and isinstance(
+                        cfg.get('checkpoint'), str):
+                    found.append((f'{key}.init_cfg', cfg['checkpoint']))
+        return found
+
+    def _offline_fix(self, key: str, url: str) -> str:
+        """How to do without the download of ``url`` (set at ``key``)."""
+        cache = osp.join(torch.hub.get_dir(), 'checkpoints')
+        target = url
+        if url.startswith(('torchvision://', 'modelzoo://')):
+            # mmengine maps these names to torchvision's model zoo URLs.
+            try:
+                from mmengine.runner.checkpoint import get_torchvision_models
+                target = get_torchvision_models()[url.split('://', 1)[1]]
+            except (ImportError, KeyError):
+                target = None
+        where = (f'copy {osp.basename(target)} (from {target}) into {cache}'
+                 if target else f'install torchvision and put the file it '
+                 f'lists for {url!r} into {cache}')
+        fix = (f'No network? Download the weights on a machine that has '
+               f'it and {where}: torch reads that cache (moved by '
+               '$TORCH_HOME) before downloading. Or start the branch without '
+               f'them: set {key}=None')
+        if isinstance(self.backbone, StockBranch):
+            fix += (' (a recognizer given as a config file reference, '
+                    "'mmaction::...', cannot be edited with --cfg-options: "
+                    "give recognizer=dict(...) with that file's model and "
+                    'backbone.pretrained=None instead)')
+        return fix + '.'
 
     def _load_pretrained(self, cfg: dict) -> None:
         checkpoint, prefix = cfg['checkpoint'], cfg['prefix']
