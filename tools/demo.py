@@ -1,4 +1,5 @@
-"""The main job: JT vs CRMT on the embedded AV-Digits dataset.
+"""The main job: JT vs CRMT on the embedded AV-Digits dataset (or, with
+``--dataset fsdd_mnist``, on real spoken and handwritten digits).
 
 Generates AV-Digits (cached), trains the joint-training baseline
 (``configs/jt_avdigits.py``) and CRMT (``configs/crmt_avdigits.py``, step 1
@@ -22,7 +23,14 @@ every seed gets its own ``seed_<s>`` folder, ``report.json`` gains mean,
 min and max per metric over the seeds at one common budget (the largest
 per-seed demo budget, where every seed's JT is at most at half) and a
 paired bootstrap 95 % interval of CRMT - JT (over test clips and seeds), and
-the checks are stated per seed. A finished training whose dumped config
+the checks are stated per seed.
+
+``--dataset fsdd_mnist --fsdd DIR --mnist DIR`` prepares FSDD-MNIST with
+``tools/data/prepare_fsdd_mnist.py`` (``--split speaker --test-speakers
+NAME`` for held-out speakers) and runs the same protocol on it, the strong
+ensemble on every test clip and every budget of both modalities.
+``--pairs jt:crmt mmat:crmt_at mixup:crmt_mix`` adds the paper's other
+baseline/CRMT pairs; each pair gets its own table. A finished training whose dumped config
 equals the current one is reused (an interrupted run resumes); a finished
 training with a different config is refused, never silently reused.
 """
@@ -40,14 +48,18 @@ import crmt_mm.compat  # noqa: E402,F401  (before Config.fromfile)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+sys.path.insert(0, osp.join(ROOT, 'tools', 'data'))
+import prepare_fsdd_mnist  # noqa: E402
+
 from crmt_mm.data_prep.avdigits import prepare_avdigits  # noqa: E402
 from crmt_mm.evaluation.report import compare_reports  # noqa: E402
 from crmt_mm.evaluation.statistics import paired_bootstrap  # noqa: E402
 from crmt_mm.utils import release_loader_workers  # noqa: E402
 
-MODELS = (('jt', 'configs/jt_avdigits.py'),
-          ('crmt', 'configs/crmt_avdigits.py'))
 MODALITIES = ('audio', 'visual')
+#: Baseline/CRMT pairs of the paper, as ``--pairs`` spells them; a model's
+#: config is ``configs/<model>_<dataset>.py``.
+PAIRS = ('jt:crmt', 'mmat:crmt_at', 'mixup:crmt_mix')
 #: The demo's strong-ensemble settings: a REDUCED 'fast' ensemble (APGD-CE
 #: and APGD-T over 3 targets with 10 steps each, Square with 100 queries) on
 #: a seeded subsample of about 32 test clips, chosen so that ``make demo``
@@ -68,6 +80,20 @@ STRONG_SUBSET = dict(size=32, seed=0, scope='attacks')
 #: the full configs. Each cut is measured in docs/evaluation.md ("The demo").
 DEMO_BUDGETS = dict(modality=[1.0, 2.0, 4.0], joint=[1.0])
 STRONG_BUDGETS = dict(audio=[1.0, 2.0, 4.0], visual=[4.0], joint=None)
+#: What differs between the demo's data sets. ``val``: the split that
+#: validates during training. On FSDD-MNIST (250 test clips: FSDD's 5 test
+#: takes per speaker and digit) the strong ensemble attacks a seeded half of
+#: the test clips on *both* modalities at every reference budget, since
+#: which modality JT prefers is not known beforehand on real data; half, so
+#: that 3 seeds of JT and CRMT fit an hour on 2 CPU cores.
+DATASETS = dict(
+    avdigits=dict(title='AV-Digits', root='data/avdigits', val='test',
+                  strong_budgets=STRONG_BUDGETS,
+                  strong_subset=STRONG_SUBSET['size']),
+    fsdd_mnist=dict(title='FSDD-MNIST', root='data/fsdd_mnist', val='val',
+                    strong_budgets=dict(audio=[1.0, 2.0, 4.0],
+                                        visual=[1.0, 2.0, 4.0], joint=None),
+                    strong_subset=128))
 #: Test clips of the demo's randomized-smoothing certificates (the config's
 #: 16 cost about a quarter of the demo's evaluation time), and the radii of
 #: its certified-accuracy table: at sigma = 0.25 and n = 512 no radius can
@@ -81,8 +107,27 @@ STAMP = 'demo_trained.json'
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/avdigits',
-                        help='where AV-Digits is generated (cached)')
+    parser.add_argument('--dataset', choices=sorted(DATASETS),
+                        default='avdigits',
+                        help='avdigits (generated, no download) or '
+                        'fsdd_mnist (real; needs --fsdd and --mnist)')
+    parser.add_argument('--data-root', default=None,
+                        help='where the data is prepared (cached); default '
+                        'data/<dataset>, data/fsdd_mnist_speaker_<names> '
+                        'for --split speaker')
+    parser.add_argument('--pairs', nargs='+', default=['jt:crmt'],
+                        choices=PAIRS, metavar='BASE:CRMT',
+                        help=f'baseline:CRMT model pairs, of {PAIRS}')
+    parser.add_argument('--fsdd', help='FSDD recordings/ folder '
+                        '(fsdd_mnist)')
+    parser.add_argument('--mnist', help='folder of MNIST idx files '
+                        '(fsdd_mnist)')
+    parser.add_argument('--split', choices=('standard', 'speaker'),
+                        default='standard',
+                        help='fsdd_mnist protocol: FSDD takes 0-4 as test '
+                        'set, or held-out --test-speakers')
+    parser.add_argument('--test-speakers', nargs='+', default=[],
+                        metavar='NAME', help='held-out FSDD speakers')
     parser.add_argument('--seed', type=int, default=None,
                         help='seed of the data and of training (one run; '
                         'default 0)')
@@ -105,10 +150,11 @@ def parse_args(argv=None):
                         default=STRONG_OVERRIDES['queries'],
                         help="Square queries; 0 = the version's own")
     parser.add_argument('--strong-subset', type=int,
-                        default=STRONG_SUBSET['size'],
+                        default=None,
                         help='clips (about, seeded) the strong ensemble '
                         'attacks; 0 = every test clip (default '
-                        f'{STRONG_SUBSET["size"]})')
+                        f'{STRONG_SUBSET["size"]} on AV-Digits, 128 on '
+                        'FSDD-MNIST)')
     parser.add_argument('--train-only', action='store_true',
                         help='train (or reuse) every model and stop; a later '
                         'run without it evaluates the finished trainings')
@@ -122,17 +168,34 @@ def parse_args(argv=None):
         args.seeds = [0 if args.seed is None else args.seed]
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f'--seeds must be distinct, got {args.seeds}')
+    spec = DATASETS[args.dataset]
+    if args.dataset == 'fsdd_mnist' and not (args.fsdd and args.mnist):
+        parser.error('--dataset fsdd_mnist needs --fsdd DIR (the FSDD '
+                     'recordings/ folder) and --mnist DIR (MNIST idx files)')
+    if args.dataset == 'avdigits' and (
+            args.fsdd or args.mnist or args.split != 'standard'
+            or args.test_speakers or args.pairs != ['jt:crmt']):
+        parser.error('--fsdd, --mnist, --split, --test-speakers and --pairs '
+                     'are options of --dataset fsdd_mnist')
+    if args.data_root is None:
+        args.data_root = spec['root'] + (
+            '_speaker_' + '_'.join(sorted(args.test_speakers))
+            if args.split == 'speaker' else '')
+    if args.strong_subset is None:
+        args.strong_subset = spec['strong_subset']
+    args.models = [m for pair in args.pairs for m in pair.split(':')]
     return args
 
 
-def point_to(cfg: Config, data_root: str) -> None:
-    """Use ``data_root`` for every AV-Digits dataloader of ``cfg``."""
+def point_to(cfg: Config, data_root: str, dataset: str = 'avdigits'
+             ) -> None:
+    """Use ``data_root`` for every dataloader of ``cfg``."""
     for key, split in (('train_dataloader', 'train'),
-                       ('val_dataloader', 'test'),
+                       ('val_dataloader', DATASETS[dataset]['val']),
                        ('test_dataloader', 'test')):
-        dataset = cfg[key]['dataset']
-        dataset['ann_file'] = osp.join(data_root, f'avdigits_{split}.txt')
-        dataset['data_prefix'] = dict(
+        loader = cfg[key]['dataset']
+        loader['ann_file'] = osp.join(data_root, f'{dataset}_{split}.txt')
+        loader['data_prefix'] = dict(
             img=osp.join(data_root, 'rawframes', split),
             audio=osp.join(data_root, 'audio', split))
 
@@ -146,10 +209,34 @@ def parse_options(pairs):
     return options
 
 
+def config_of(model: str, dataset: str) -> str:
+    """``configs/<model>_<dataset>.py``."""
+    return f'configs/{model}_{dataset}.py'
+
+
+def use_prepared_norm(cfg: Config, data_root: str, dataset: str) -> None:
+    """Set the visual mean/std of ``cfg`` to the prepared data's.
+
+    FSDD-MNIST's constants depend on the split (the speaker protocol trains
+    on other clips); the configs hold the standard split's, which this
+    leaves unchanged. ``PreparedNormCheckHook`` still checks the result.
+    """
+    if dataset != 'fsdd_mnist':
+        return
+    with open(osp.join(data_root, prepare_fsdd_mnist.NORM_FILE)) as f:
+        visual = json.load(f)['visual']
+    imgs = cfg.model.data_preprocessor.preprocessors.imgs
+    mean, std = round(visual['mean'], 2), round(visual['std'], 2)
+    if abs(imgs.mean[0] - mean) > 0.01 or abs(imgs.std[0] - std) > 0.01:
+        imgs.mean, imgs.std = [mean] * 3, [std] * 3
+
+
 def configure(config: str, work_dir: str, seed: int, args) -> Config:
     """The demo's config of one run (data, seed, strong-ensemble knobs)."""
     cfg = Config.fromfile(osp.join(ROOT, config))
-    point_to(cfg, args.data_root)
+    dataset = getattr(args, 'dataset', 'avdigits')
+    point_to(cfg, args.data_root, dataset)
+    use_prepared_norm(cfg, args.data_root, dataset)
     cfg.work_dir = work_dir
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.test_cfg.report_dir = cfg.work_dir
@@ -168,7 +255,7 @@ def configure(config: str, work_dir: str, seed: int, args) -> Config:
             where = p.get('modality') or 'joint'
             if p['type'] == 'MultiModalAutoAttack' and \
                     p.get('version') != 'reference':
-                p['eps'] = STRONG_BUDGETS[where]
+                p['eps'] = DATASETS[dataset]['strong_budgets'][where]
             else:
                 p['eps'] = DEMO_BUDGETS[
                     'joint' if where == 'joint' else 'modality']
@@ -304,6 +391,24 @@ def choose_budget(jt: dict):
     return preferred, budgets(jt, preferred)[-1]
 
 
+def weakest_correct(report: dict, eps: float):
+    """Per clip: 1 if the clip survives the strong attack on *every*
+    modality at ``eps``, 0 if not, None off the attacked subsample.
+
+    This is the weakest-modality robust accuracy per clip: an attacker who
+    may pick the modality picks, for each clip, the one that breaks it.
+    """
+    columns = [correct_column(report, strong(report, m, eps))
+               for m in MODALITIES]
+    return [None if None in cells else min(cells)
+            for cells in zip(*columns)]
+
+
+def mean_of(column) -> Optional[float]:
+    kept = [c for c in column if c is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
 def summary(report: dict, eps: float) -> dict:
     out = dict(clean=metric(report, 'clean'))
     for m in MODALITIES:
@@ -314,8 +419,14 @@ def summary(report: dict, eps: float) -> dict:
         out[f'pgd_{m}'] = metric(report, f'pgd_{m}@{eps}')
         out[f'fgm_{m}'] = metric(report, f'fgm_{m}@{eps}')
         out[f'certified_{m}'] = metric(report, f'certified_{m}@{eps}')
+    out['strong_weakest'] = mean_of(weakest_correct(report, eps)) \
+        if all(out[f'strong_{m}'] is not None for m in MODALITIES) else None
     out['pgd_joint@1.0'] = metric(report, 'pgd_joint@1.0')
     out['certified@1.0'] = metric(report, 'certified@1.0')
+    for key, value in report['metrics'].items():
+        # Sound certificates of the smoothed classifier (their own radii).
+        if key.startswith('robust/smoothing') and '@' in key:
+            out[key[len('robust/'):]] = value
     out['budget'] = eps
     return out
 
@@ -337,67 +448,111 @@ def correct_column(report: dict, name: str):
             int(r['preds'][name] == r['label']) for r in report['records']]
 
 
-def aggregate(runs: dict, preferred: str) -> dict:
+def _spread(values, stat):
+    if any(v is None for v in values):
+        return None
+    return dict(mean=lambda v: sum(v) / len(v), min=min, max=max)[stat](
+        values)
+
+
+def aggregate(runs: dict, preferred: str, base: str = 'jt',
+              ours: str = 'crmt') -> dict:
     """Mean, min and max per metric over seeds at one common budget, each
-    seed's checks, and a paired bootstrap interval of CRMT - JT.
+    seed's checks, and a paired bootstrap interval of ``ours - base``.
 
     Args:
-        runs (dict): ``{seed: {'jt': report, 'crmt': report}}`` with the
+        runs (dict): ``{seed: {base: report, ours: report}}`` with the
             per-clip ``records`` of each report.
-        preferred (str): the preferred modality (of the first seed's JT).
+        preferred (str): the preferred modality (of the first seed's
+            baseline).
+        base (str): the baseline's name. Defaults to ``'jt'``.
+        ours (str): the CRMT model's name. Defaults to ``'crmt'``.
 
     Returns:
         dict: ``budget``, ``per_seed`` (rows and checks), ``mean``,
-        ``min``, ``max`` (``{model: {metric: value}}``) and ``difference``
+        ``min``, ``max`` (``{model: {metric: value}}``), ``difference``
         (``{metric: bootstrap interval}`` for clean accuracy and, on each
-        modality, the strong worst case and the reference PGD).
+        modality and on the weakest one, the strong worst case, and the
+        reference PGD) and ``curves`` (every strong budget).
     """
     # At the largest per-seed budget every seed's JT is at most at half
     # (accuracy is monotone in the budget under nested sweeps).
-    eps = max(choose_budget(r['jt'])[1] for r in runs.values())
+    eps = max(choose_budget(r[base])[1] for r in runs.values())
     per_seed = {}
     for seed, pair in runs.items():
-        rows = {name: summary(pair[name], eps) for name in ('jt', 'crmt')}
-        per_seed[seed] = dict(rows, checks=checks(rows['jt'], rows['crmt'],
+        rows = {name: summary(pair[name], eps) for name in (base, ours)}
+        per_seed[seed] = dict(rows, checks=checks(rows[base], rows[ours],
                                                    preferred))
     out = dict(budget=eps, preferred_modality=preferred, seeds=list(runs),
-               per_seed=per_seed)
-    for stat, fn in (('mean', lambda v: sum(v) / len(v)), ('min', min),
-                     ('max', max)):
+               models=[base, ours], per_seed=per_seed)
+    first = next(iter(runs))
+    for stat in ('mean', 'min', 'max'):
         out[stat] = {}
-        for name in ('jt', 'crmt'):
-            keys = [k for k in per_seed[next(iter(runs))][name]
-                    if k != 'budget']
+        for name in (base, ours):
+            keys = [k for k in per_seed[first][name] if k != 'budget']
             out[stat][name] = {
-                k: None if any(per_seed[s][name][k] is None for s in runs)
-                else fn([per_seed[s][name][k] for s in runs]) for k in keys}
-    difference = {}
-    first = next(iter(runs.values()))['jt']
-    for label, name in [('clean', None)] + [
-            (f'strong_{m}', strong(first, m, eps)) for m in MODALITIES] + [
-            (f'pgd_{m}', f'pgd_{m}@{eps}') for m in MODALITIES]:
+                k: _spread([per_seed[s][name].get(k) for s in runs], stat)
+                for k in keys}
+    out['difference'] = differences(runs, eps, base, ours)
+    out['curves'] = curves(runs, base, ours)
+    out['all_seeds_hold'] = all(
+        all(v for k, v in row['checks'].items() if k != 'preferred_modality')
+        for row in per_seed.values())
+    return out
+
+
+def differences(runs: dict, eps: float, base: str, ours: str) -> dict:
+    """Paired bootstrap intervals of ``ours - base`` (seeds, then clips)."""
+    first = next(iter(runs.values()))[base]
+
+    def clean(report):
+        return [int(r['preds']['clean'] == r['label'])
+                for r in report['records']]
+
+    columns = [('clean', clean)] + [
+        (f'strong_{m}', lambda rep, m=m: correct_column(
+            rep, strong(first, m, eps))) for m in MODALITIES] + [
+        ('strong_weakest', lambda rep: weakest_correct(rep, eps))] + [
+        (f'pgd_{m}', lambda rep, m=m: correct_column(rep, f'pgd_{m}@{eps}'))
+        for m in MODALITIES]
+    out = {}
+    for label, column in columns:
         a, b = [], []
         for pair in runs.values():
-            if name is None:
-                ca = [int(r['preds']['clean'] == r['label'])
-                      for r in pair['crmt']['records']]
-                cb = [int(r['preds']['clean'] == r['label'])
-                      for r in pair['jt']['records']]
-            else:
-                ca = correct_column(pair['crmt'], name)
-                cb = correct_column(pair['jt'], name)
+            ca, cb = column(pair[ours]), column(pair[base])
             keep = [i for i, (u, v) in enumerate(zip(ca, cb))
                     if u is not None and v is not None]
             a.append([ca[i] for i in keep])
             b.append([cb[i] for i in keep])
         if len({len(v) for v in a}) != 1 or not a[0]:
-            difference[label] = None  # subsamples of different sizes
+            out[label] = None  # subsamples of different sizes
             continue
-        difference[label] = paired_bootstrap(a, b, n_boot=10000, seed=0)
-    out['difference'] = difference
-    out['all_seeds_hold'] = all(
-        all(v for k, v in row['checks'].items() if k != 'preferred_modality')
-        for row in per_seed.values())
+        out[label] = paired_bootstrap(a, b, n_boot=10000, seed=0)
+    return out
+
+
+def curves(runs: dict, base: str, ours: str) -> dict:
+    """Strong robust accuracy per modality, and of the weakest modality,
+    at every budget both modalities were attacked at: ``{model: {row:
+    {eps: dict(mean, min, max)}}}`` over seeds."""
+    first = next(iter(runs.values()))[base]
+    common = sorted(set(budgets(first, MODALITIES[0])).intersection(
+        *[budgets(first, m) for m in MODALITIES[1:]]))
+    out = {}
+    for name in (base, ours):
+        rows = {}
+        for m in MODALITIES:
+            rows[f'strong_{m}'] = {
+                eps: [metric(pair[name], strong(pair[name], m, eps))
+                      for pair in runs.values()]
+                for eps in budgets(first, m)}
+        rows['strong_weakest'] = {
+            eps: [mean_of(weakest_correct(pair[name], eps))
+                  for pair in runs.values()] for eps in common}
+        out[name] = {row: {eps: {stat: _spread(values, stat)
+                                 for stat in ('mean', 'min', 'max')}
+                           for eps, values in by_eps.items()}
+                     for row, by_eps in rows.items()}
     return out
 
 
@@ -407,7 +562,7 @@ def print_table(rows: dict, eps: float) -> str:
     lines = [f'| metric (L2 budget {eps}) | ' + ' | '.join(rows) + ' |',
              '|---' * (len(rows) + 1) + '|']
     for key in keys:
-        cells = ['-' if rows[r][key] is None else f'{rows[r][key]:.3f}'
+        cells = ['-' if rows[r].get(key) is None else f'{rows[r][key]:.3f}'
                  for r in rows]
         lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
     table = '\n'.join(lines)
@@ -416,83 +571,144 @@ def print_table(rows: dict, eps: float) -> str:
 
 
 def run_seed(seed: int, work_dir: str, args) -> dict:
-    """Train and evaluate JT and CRMT with one seed into ``work_dir``."""
-    return {name: train_and_test(name, config, work_dir, seed, args)
-            for name, config in MODELS}
+    """Train and evaluate every model of ``args.models`` with one seed."""
+    dataset = getattr(args, 'dataset', 'avdigits')
+    return {name: train_and_test(name, config_of(name, dataset), work_dir,
+                                 seed, args)
+            for name in getattr(args, 'models', ('jt', 'crmt'))}
+
+
+def prepare_data(args) -> None:
+    """Generate AV-Digits or prepare FSDD-MNIST into ``args.data_root``."""
+    several = len(args.seeds) > 1
+    if args.dataset == 'avdigits':
+        # One data set for every training seed of a multi-seed run.
+        prepare_avdigits(args.data_root,
+                         seed=0 if several else args.seeds[0])
+        return
+    argv = ['--fsdd', args.fsdd, '--mnist', args.mnist, '--out',
+            args.data_root, '--split', args.split, '--workers', '2']
+    if args.test_speakers:
+        argv += ['--test-speakers'] + list(args.test_speakers)
+    prepare_fsdd_mnist.main(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
+    title = DATASETS[args.dataset]['title']
     os.makedirs(args.work_dir, exist_ok=True)
-    print(f'Preparing AV-Digits in {args.data_root} ...', flush=True)
+    print(f'Preparing {title} in {args.data_root} ...', flush=True)
+    prepare_data(args)
     several = len(args.seeds) > 1
-    # One data set for every training seed of a multi-seed run.
-    prepare_avdigits(args.data_root, seed=0 if several else args.seeds[0])
     dirs = {s: osp.join(args.work_dir, f'seed_{s}') if several
             else args.work_dir for s in args.seeds}
     runs = {s: run_seed(s, dirs[s], args) for s in args.seeds}
     if args.train_only:
-        print(f'Trained {len(runs) * len(MODELS)} models in '
+        print(f'Trained {len(runs) * len(args.models)} models in '
               f'{time.perf_counter() - start:.0f} s; run again without '
               '--train-only to evaluate them', flush=True)
         return None
     first = runs[args.seeds[0]]
-    preferred, eps = choose_budget(first['jt'])
-    result = aggregate(runs, preferred)
-    eps = result['budget']
-    rows = result['per_seed'][args.seeds[0]]
-    protocol = {name: first[name]['protocol'] for name in ('jt', 'crmt')}
-    trust = {f'{name}_seed{s}': runs[s][name]['trust'] for s in runs
-             for name in ('jt', 'crmt')}
-    result.update(jt=rows['jt'], crmt=rows['crmt'], checks=rows['checks'],
-                  protocol=protocol, trust=trust,
+    results, lines = {}, []
+    for pair in args.pairs:
+        base, ours = pair.split(':')
+        pair_runs = {s: {n: runs[s][n] for n in (base, ours)} for s in runs}
+        preferred, _ = choose_budget(first[base])
+        result = aggregate(pair_runs, preferred, base, ours)
+        rows = result['per_seed'][args.seeds[0]]
+        result.update({base: rows[base], ours: rows[ours]},
+                      checks=rows['checks'],
+                      protocol={n: first[n]['protocol']
+                                for n in (base, ours)},
+                      trust={f'{n}_seed{s}': runs[s][n]['trust']
+                             for s in runs for n in (base, ours)})
+        results[pair] = result
+        print(f'\n=== {base.upper()} vs {ours.upper()} on {title} ===')
+        lines.append(f'### {base.upper()} vs {ours.upper()}, seed '
+                     f'{args.seeds[0]}\n\n' + print_table(
+                         {n: rows[n] for n in (base, ours)},
+                         result['budget']))
+        if several:
+            lines.append(seeds_table(result))
+            print(lines[-1])
+        lines.append(curves_table(result))
+        print(lines[-1])
+    report = dict(results.pop('jt:crmt', None) or {}, pairs=results,
+                  dataset=args.dataset, split=args.split,
+                  test_speakers=args.test_speakers,
                   seconds=round(time.perf_counter() - start, 1),
-                  note='accuracies in [0, 1] on the 539 AV-Digits test '
-                  'clips (the strong ensemble, version '
+                  note=f'accuracies in [0, 1] on the {title} test clips '
+                  '(the strong ensemble, version '
                   f'{args.strong_version!r} with steps={args.strong_steps}, '
                   f'targets={args.strong_targets}, queries='
                   f'{args.strong_queries} (0 = the version default), on a '
                   f'seeded subsample of about {args.strong_subset or "all"} '
-                  'of them); budgets are '
-                  'per-sample L2 norms in the normalised input space; '
-                  'certified accuracies are empirical (estimated tau)')
+                  'of them); budgets are per-sample L2 norms in the '
+                  'normalised input space; certified accuracies from the '
+                  "CRMT radius are empirical (estimated tau), 'smoothed' "
+                  'ones are sound (randomized smoothing); strong_weakest: '
+                  'clips that survive the strong attack on every modality')
     with open(osp.join(args.work_dir, 'report.json'), 'w') as f:
-        json.dump(result, f, indent=2)
-    print('\n=== JT vs CRMT on AV-Digits ===')
-    lines = [print_table({n: rows[n] for n in ('jt', 'crmt')}, eps)]
-    if several:
-        lines.append(seeds_table(result))
-        print(lines[-1])
+        json.dump(report, f, indent=2)
+    names = args.models
     compare_reports([osp.join(dirs[args.seeds[0]], n, 'robustness.json')
-                     for n, _ in MODELS], ['JT', 'CRMT'], args.work_dir,
-                    stem='robustness')
-    per_seed = {s: r['checks'] for s, r in result['per_seed'].items()}
+                     for n in names], [n.upper() for n in names],
+                    args.work_dir, stem='robustness')
+    checks_text = json.dumps({pair: {s: r['checks'] for s, r in
+                                     res['per_seed'].items()}
+                              for pair, res in dict(
+                                  results, **({'jt:crmt': report}
+                                              if 'per_seed' in report
+                                              else {})).items()})
     with open(osp.join(args.work_dir, 'report.md'), 'w') as f:
-        f.write('\n\n'.join(lines) + '\n\nChecks per seed: '
-                + json.dumps(per_seed) + '\n')
-    print(f'\nChecks per seed: {json.dumps(per_seed)}')
+        f.write(f'# {title}\n\n' + '\n\n'.join(lines) +
+                '\n\nChecks per seed: ' + checks_text + '\n')
+    print(f'\nChecks per seed: {checks_text}')
     print(f'Wrote {args.work_dir}/report.json, report.md, robustness.png '
-          f'in {result["seconds"]:.0f} s')
+          f'in {time.perf_counter() - start:.0f} s')
+
+
+def _cell(stats: dict) -> str:
+    if stats['mean'] is None:
+        return '-'
+    return f'{stats["mean"]:.3f} [{stats["min"]:.3f}, {stats["max"]:.3f}]'
 
 
 def seeds_table(result: dict) -> str:
-    """Mean [min, max] over seeds, and the CRMT - JT interval."""
+    """Mean [min, max] over seeds, and the CRMT - baseline interval."""
+    base, ours = result.get('models', ('jt', 'crmt'))
     lines = [f'| metric (L2 budget {result["budget"]}, seeds '
-             f'{result["seeds"]}) | JT mean [min, max] | CRMT mean [min, '
-             'max] | CRMT - JT (95% paired bootstrap) |',
+             f'{result["seeds"]}) | {base.upper()} mean [min, max] | '
+             f'{ours.upper()} mean [min, max] | {ours.upper()} - '
+             f'{base.upper()} (95% paired bootstrap) |',
              '|---|---|---|---|']
-    for key, value in result['mean']['jt'].items():
-        cells = []
-        for name in ('jt', 'crmt'):
-            m = result['mean'][name][key]
-            cells.append('-' if m is None else
-                         f'{m:.3f} [{result["min"][name][key]:.3f}, '
-                         f'{result["max"][name][key]:.3f}]')
+    for key in result['mean'][base]:
+        cells = [_cell({stat: result[stat][name][key]
+                        for stat in ('mean', 'min', 'max')})
+                 for name in (base, ours)]
         d = result['difference'].get(key)
         cells.append('' if d is None else
                      f'{d["mean"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}]')
         lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def curves_table(result: dict) -> str:
+    """Strong robust accuracy at every budget, per modality and weakest."""
+    base, ours = result['models']
+    table = result['curves']
+    eps_all = sorted({eps for rows in table.values() for by in rows.values()
+                      for eps in by})
+    lines = [f'| strong attack, mean [min, max] over seeds '
+             f'{result["seeds"]} | ' + ' | '.join(
+                 f'L2 {eps}' for eps in eps_all) + ' |',
+             '|---' * (len(eps_all) + 1) + '|']
+    for name in (base, ours):
+        for row, by_eps in table[name].items():
+            lines.append(f'| {name.upper()} {row} | ' + ' | '.join(
+                _cell(by_eps[eps]) if eps in by_eps else '' for eps in
+                eps_all) + ' |')
     return '\n'.join(lines)
 
 
