@@ -40,7 +40,7 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -102,6 +102,8 @@ SMOOTHING_SUBSET = 8
 SMOOTHING_RADII = [0.0, 0.25, 0.5]
 #: Written next to a finished training: the config it was trained with.
 STAMP = 'demo_trained.json'
+#: Written next to a finished evaluation: its config, report and records.
+EVALUATED = 'demo_evaluated.json'
 
 
 def parse_args(argv=None):
@@ -348,6 +350,11 @@ def train_and_test(name: str, config: str, work_dir: str, seed: int,
     """Train (or reuse) and evaluate one model; None with ``--train-only``.
     """
     cfg = configure(config, osp.join(work_dir, name), seed, args)
+    cached = finished_evaluation(cfg)
+    if cached is not None and not args.train_only:
+        print(f'=== {name} (seed {seed}): reusing the finished evaluation '
+              f'{osp.join(cfg.work_dir, EVALUATED)} ===', flush=True)
+        return cached
     runner, _ = train(name, cfg, seed)
     if args.train_only:
         release_loader_workers(runner)
@@ -359,7 +366,21 @@ def train_and_test(name: str, config: str, work_dir: str, seed: int,
     report['metrics'].update(metrics)  # AccMetric's per-modality accuracy
     report['records'] = runner.test_loop.metric.records
     release_loader_workers(runner)
+    with open(osp.join(cfg.work_dir, EVALUATED), 'w') as f:
+        json.dump(dict(config=cfg.pretty_text, report=report), f)
     return report
+
+
+def finished_evaluation(cfg: Config) -> Optional[dict]:
+    """The report (with per-clip records) of a finished evaluation of
+    exactly ``cfg`` (training and evaluation keys), or None: a re-run, e.g.
+    to re-aggregate the seeds, then costs no evaluation."""
+    path = osp.join(cfg.work_dir, EVALUATED)
+    if finished_checkpoint(cfg) is None or not osp.exists(path):
+        return None
+    with open(path) as f:
+        done = json.load(f)
+    return done['report'] if done['config'] == cfg.pretty_text else None
 
 
 def metric(report: dict, key: str):
@@ -494,6 +515,7 @@ def aggregate(runs: dict, preferred: str, base: str = 'jt',
                 k: _spread([per_seed[s][name].get(k) for s in runs], stat)
                 for k in keys}
     out['difference'] = differences(runs, eps, base, ours)
+    out['interval'] = {n: intervals(runs, eps, n) for n in (base, ours)}
     out['curves'] = curves(runs, base, ours)
     out['all_seeds_hold'] = all(
         all(v for k, v in row['checks'].items() if k != 'preferred_modality')
@@ -501,33 +523,55 @@ def aggregate(runs: dict, preferred: str, base: str = 'jt',
     return out
 
 
+def clip_columns(runs: dict, eps: float, name: str) -> Dict[str, list]:
+    """Per metric, ``[seed][clip]`` 1/0 scores of model ``name`` (None off
+    the attacked subsample), for the metrics the intervals are given of."""
+    first = next(iter(runs.values()))[name]
+    columns = dict(clean=lambda rep: [int(r['preds']['clean'] == r['label'])
+                                      for r in rep['records']])
+    for m in MODALITIES:
+        columns[f'strong_{m}'] = lambda rep, m=m: correct_column(
+            rep, strong(first, m, eps))
+    columns['strong_weakest'] = lambda rep: weakest_correct(rep, eps)
+    for m in MODALITIES:
+        columns[f'pgd_{m}'] = lambda rep, m=m: correct_column(
+            rep, f'pgd_{m}@{eps}')
+    return {key: [column(pair[name]) for pair in runs.values()]
+            for key, column in columns.items()}
+
+
+def _kept(a, b):
+    """Drop the clips that either column lacks (off the subsample)."""
+    keep = [i for i, (u, v) in enumerate(zip(a, b))
+            if u is not None and v is not None]
+    return [a[i] for i in keep], [b[i] for i in keep]
+
+
 def differences(runs: dict, eps: float, base: str, ours: str) -> dict:
     """Paired bootstrap intervals of ``ours - base`` (seeds, then clips)."""
-    first = next(iter(runs.values()))[base]
-
-    def clean(report):
-        return [int(r['preds']['clean'] == r['label'])
-                for r in report['records']]
-
-    columns = [('clean', clean)] + [
-        (f'strong_{m}', lambda rep, m=m: correct_column(
-            rep, strong(first, m, eps))) for m in MODALITIES] + [
-        ('strong_weakest', lambda rep: weakest_correct(rep, eps))] + [
-        (f'pgd_{m}', lambda rep, m=m: correct_column(rep, f'pgd_{m}@{eps}'))
-        for m in MODALITIES]
+    cols = {n: clip_columns(runs, eps, n) for n in (base, ours)}
     out = {}
-    for label, column in columns:
-        a, b = [], []
-        for pair in runs.values():
-            ca, cb = column(pair[ours]), column(pair[base])
-            keep = [i for i, (u, v) in enumerate(zip(ca, cb))
-                    if u is not None and v is not None]
-            a.append([ca[i] for i in keep])
-            b.append([cb[i] for i in keep])
+    for key in cols[base]:
+        a, b = zip(*[_kept(u, v) for u, v in zip(cols[ours][key],
+                                                 cols[base][key])])
         if len({len(v) for v in a}) != 1 or not a[0]:
-            out[label] = None  # subsamples of different sizes
+            out[key] = None  # subsamples of different sizes
             continue
-        out[label] = paired_bootstrap(a, b, n_boot=10000, seed=0)
+        out[key] = paired_bootstrap(a, b, n_boot=10000, seed=0)
+    return out
+
+
+def intervals(runs: dict, eps: float, name: str) -> dict:
+    """Bootstrap 95 % interval (seeds, then clips) of each accuracy of
+    model ``name``: the sampling uncertainty of a table cell."""
+    out = {}
+    for key, per_seed in clip_columns(runs, eps, name).items():
+        kept = [[c for c in column if c is not None] for column in per_seed]
+        if len({len(v) for v in kept}) != 1 or not kept[0]:
+            out[key] = None
+            continue
+        zeros = [[0] * len(v) for v in kept]
+        out[key] = paired_bootstrap(kept, zeros, n_boot=10000, seed=0)
     return out
 
 
@@ -629,9 +673,8 @@ def main(argv=None):
                      f'{args.seeds[0]}\n\n' + print_table(
                          {n: rows[n] for n in (base, ours)},
                          result['budget']))
-        if several:
-            lines.append(seeds_table(result))
-            print(lines[-1])
+        lines.append(seeds_table(result))
+        print(lines[-1])
         lines.append(curves_table(result))
         print(lines[-1])
     report = dict(results.pop('jt:crmt', None) or {}, pairs=results,
@@ -651,6 +694,13 @@ def main(argv=None):
                   'clips that survive the strong attack on every modality')
     with open(osp.join(args.work_dir, 'report.json'), 'w') as f:
         json.dump(report, f, indent=2)
+    if args.strong_subset:
+        lines.append(
+            f'Quick estimate: the attacks ran on a seeded subsample of about '
+            f'{args.strong_subset} test clips; the 95% CI columns give each '
+            'cell\'s sampling interval (bootstrap over seeds and clips). '
+            'Use --strong-subset 0 for every test clip.')
+        print(lines[-1])
     names = args.models
     compare_reports([osp.join(dirs[args.seeds[0]], n, 'robustness.json')
                      for n in names], [n.upper() for n in names],
@@ -675,21 +725,31 @@ def _cell(stats: dict) -> str:
     return f'{stats["mean"]:.3f} [{stats["min"]:.3f}, {stats["max"]:.3f}]'
 
 
+def _interval(d: Optional[dict], signed: bool = False) -> str:
+    if d is None:
+        return ''
+    form = '{:+.3f}' if signed else '{:.3f}'
+    return (form.format(d['mean']) + ' [' + form.format(d['low']) + ', '
+            + form.format(d['high']) + ']')
+
+
 def seeds_table(result: dict) -> str:
-    """Mean [min, max] over seeds, and the CRMT - baseline interval."""
+    """Mean [min, max] over seeds with each cell's bootstrap interval, and
+    the CRMT - baseline interval."""
     base, ours = result.get('models', ('jt', 'crmt'))
+    ci = result.get('interval', {})
     lines = [f'| metric (L2 budget {result["budget"]}, seeds '
              f'{result["seeds"]}) | {base.upper()} mean [min, max] | '
-             f'{ours.upper()} mean [min, max] | {ours.upper()} - '
-             f'{base.upper()} (95% paired bootstrap) |',
-             '|---|---|---|---|']
+             f'{base.upper()} 95% CI | {ours.upper()} mean [min, max] | '
+             f'{ours.upper()} 95% CI | {ours.upper()} - {base.upper()} '
+             '(95% paired bootstrap) |', '|---|---|---|---|---|---|']
     for key in result['mean'][base]:
-        cells = [_cell({stat: result[stat][name][key]
-                        for stat in ('mean', 'min', 'max')})
-                 for name in (base, ours)]
-        d = result['difference'].get(key)
-        cells.append('' if d is None else
-                     f'{d["mean"]:+.3f} [{d["low"]:+.3f}, {d["high"]:+.3f}]')
+        cells = []
+        for name in (base, ours):
+            cells.append(_cell({stat: result[stat][name][key]
+                                for stat in ('mean', 'min', 'max')}))
+            cells.append(_interval(ci.get(name, {}).get(key)))
+        cells.append(_interval(result['difference'].get(key), signed=True))
         lines.append(f'| {key} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
