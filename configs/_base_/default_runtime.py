@@ -11,7 +11,10 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
                     save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    sync_buffers=dict(type='SyncBuffersHook'))
+    sync_buffers=dict(type='SyncBuffersHook'),
+    # Records world size and batch size in checkpoints; --resume with
+    # another effective batch is refused (docs/reliability.md, section 9).
+    world_size_check=dict(type='ResumeWorldSizeHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,
