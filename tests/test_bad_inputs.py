@@ -6,6 +6,7 @@ The rest of the bad-input matrix of ``docs/reliability.md`` (section 4) is
 tested in ``test_reliability.py``, ``test_datasets.py`` and the files it
 names.
 """
+import os
 import os.path as osp
 
 import pytest
@@ -17,7 +18,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, load_checkpoint
 
 from crmt_mm.compat import TRUST_ENV, CorruptCheckpointError
-from helpers import config_path, tiny_config
+from helpers import config_path, load_tool, tiny_config
 
 init_default_scope('mmaction')
 
@@ -161,3 +162,138 @@ def test_offline_pretrained_url_names_url_branch_and_fix(tmp_path,
                  'set model.encoders.visual.recognizer.backbone.pretrained='
                  'None', "give recognizer=dict(...) with that file's model"):
         assert part in message
+
+
+def renamed_audio_key(cfg):
+    """The encoder's input_key and its preprocessor renamed to 'aud'; the
+    data still yields 'audios'."""
+    cfg.model.encoders.audio.input_key = 'aud'
+    entries = cfg.model.data_preprocessor.preprocessors
+    entries['aud'] = entries.pop('audios')
+    cfg.default_hooks.pop('norm_check')  # it would look for 'audios'
+    return cfg
+
+
+KEYS = (r"the data provides inputs \['audios', 'imgs'\] but the model "
+        r"expects \['aud', 'imgs'\] \(modalities \{'aud': 'audio', 'imgs': "
+        r"'visual'\}; data_preprocessor\.preprocessors has \['aud', 'imgs'\]"
+        r"\); the data's keys come from ")
+RENAME = (r"the preprocessors keys \(here: rename the model's 'aud' to "
+          r"'audios' in the encoder and the preprocessors, or collect 'aud' "
+          r"in the pipeline\)")
+
+
+@pytest.mark.parametrize('stage', ['train', 'test'])
+def test_renamed_input_key_names_both_key_sets_before_the_first_batch(
+        avdigits_tiny, tmp_path, stage):
+    cfg = renamed_audio_key(tiny_config('crmt_avdigits.py', avdigits_tiny,
+                                        str(tmp_path)))
+    runner = Runner.from_cfg(cfg)
+    where = dict(train='train_dataloader', test='test_dataloader')[stage]
+    with pytest.raises(ValueError, match=(
+            KEYS + rf"PackActionInputs\(collect_keys=\.\.\.\) of the {where} "
+            r"pipeline\. .*" + RENAME)):
+        getattr(runner, stage)()  # raised as the loop is built
+
+
+def test_renamed_input_key_at_the_first_batch_of_a_stock_loop(
+        avdigits_tiny, tmp_path):
+    """mmengine's own ValLoop has no pipeline check: the data
+    preprocessor's first batch names both key sets (no bare KeyError)."""
+    cfg = renamed_audio_key(tiny_config('crmt_avdigits.py', avdigits_tiny,
+                                        str(tmp_path)))
+    with pytest.raises(ValueError, match=(
+            KEYS + r"the batch \(PackActionInputs' collect_keys\)\. .*" +
+            RENAME)):
+        Runner.from_cfg(cfg).val()
+
+
+TSN_R18 = dict(type='Recognizer2D',
+               backbone=dict(type='ResNet', depth=18, pretrained=None),
+               cls_head=dict(type='TSNHead', num_classes=10, in_channels=512))
+
+
+def test_2d_stock_branch_fed_ncthw_clips_names_branch_layouts_and_fix(
+        avdigits_tiny, tmp_path):
+    """A TSN branch with the AV-Digits pipeline (FormatShape NCTHW): the
+    stock preprocessor entry (NCHW) is used, the pipeline disagrees."""
+    cfg = tiny_config('crmt_avdigits.py', avdigits_tiny, str(tmp_path))
+    cfg.model.encoders.visual = dict(input_key='imgs', recognizer=TSN_R18)
+    cfg.model.data_preprocessor.preprocessors.pop('imgs')
+    cfg.default_hooks.pop('norm_check')  # TSN's mean/std: not the data's
+    runner = Runner.from_cfg(cfg)
+    fix = (r"Fix: FormatShape\(input_format='NCHW'\) in the pipeline \(and "
+           r"format_shape='NCHW' in its data_preprocessor entry.*\), or a "
+           r"3-D recognizer \(Recognizer3D: .*\) for NCTHW clips\.")
+    with pytest.raises(ValueError, match=(
+            r"encoders\.visual is a stock Recognizer2D branch; it takes NCHW inputs, batches \[B, segments, C, H, W\]"
+            r".*; but the train_dataloader pipeline's FormatShape gives "
+            r"input_format='NCTHW' \(\[B, clips, C, T, H, W\].*\)\. " + fix)):
+        runner.train()
+    # The same data reaching the branch (a loop without the check).
+    with pytest.raises(ValueError, match=(
+            r"encoders\.visual is a stock Recognizer2D .* but the batch has "
+            r"shape \[4, 1, 3, 3, 32, 32\] \(6 dims, not 5\)\. " + fix)):
+        runner.model.encoders.visual(torch.zeros(4, 1, 3, 3, 32, 32))
+
+
+def listing(folder):
+    """Every file under ``folder`` with its mtime (ns)."""
+    return {osp.relpath(osp.join(d, f), folder):
+            os.stat(osp.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_work_dir_option_decides_where_tools_test_writes(avdigits_tiny,
+                                                          tmp_path):
+    """tools/test.py on the config a run dumped into its folder (whose
+    test_cfg.report_dir names that folder, as tools/demo.py writes it) with
+    another --work-dir: the run's folder is left exactly as it was."""
+    run = str(tmp_path / 'run')
+    cfg = tiny_config('crmt_avdigits.py', avdigits_tiny, run)
+    cfg.test_cfg = dict(type='RobustTestLoop', report_dir=run,
+                        perturbations=[dict(type='MissingModality',
+                                            modality='audio')])
+    config = osp.join(run, 'crmt_avdigits.py')
+    cfg.dump(config)
+    checkpoint = osp.join(run, 'epoch_1.pth')
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(),
+                    meta={}), checkpoint)
+    before = listing(run)
+    other = str(tmp_path / 'other')
+    load_tool('test').main([config, checkpoint, '--work-dir', other])
+    assert listing(run) == before
+    assert osp.isfile(osp.join(other, 'robustness.json'))
+
+
+def test_work_dir_option_moves_every_output_path_cfg_options_decide(
+        tmp_path):
+    """tools/train.py: the config's output paths inside its work dir keep
+    their place under --work-dir, others move into it; --cfg-options wins."""
+    old, new = str(tmp_path / 'old'), str(tmp_path / 'new')
+    config = str(tmp_path / 'run.py')
+    Config(dict(
+        work_dir=old,
+        test_cfg=dict(type='RobustTestLoop', report_dir=old),
+        val_cfg=dict(type='RobustValLoop', report_dir=osp.join(old, 'val')),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           out_dir='/shared/ckpts')),
+        custom_hooks=[dict(type='RobustEvalHook',
+                           report_dir=osp.join(old, 'robust'))])).dump(config)
+    train = load_tool('train')
+    cfg = train.merge_args(Config.fromfile(config), train.parse_args(
+        [config, '--work-dir', new]))
+    assert cfg.work_dir == new
+    assert cfg.test_cfg.report_dir == new
+    assert cfg.val_cfg.report_dir == osp.join(new, 'val')
+    assert cfg.default_hooks.checkpoint.out_dir == osp.join(new, 'ckpts')
+    assert cfg.custom_hooks[0].report_dir == osp.join(new, 'robust')
+    asked = str(tmp_path / 'asked')
+    cfg = train.merge_args(Config.fromfile(config), train.parse_args(
+        [config, '--work-dir', new, '--cfg-options',
+         f'test_cfg.report_dir={asked}']))
+    assert cfg.test_cfg.report_dir == asked
+    # Without --work-dir the config's own paths stand.
+    cfg = train.merge_args(Config.fromfile(config),
+                           train.parse_args([config]))
+    assert (cfg.work_dir, cfg.test_cfg.report_dir) == (old, old)

@@ -10,6 +10,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from crmt_mm.models.recognizers.crmt_recognizer import check_loader
 from crmt_mm.utils import reject_unknown_keys
 from ..hooks.phase_switch_hook import unwrap
 
@@ -64,6 +65,17 @@ class CRMTTrainLoop(EpochBasedTrainLoop):
                              f'got {phase2_mode!r}')
         self.phase2_mode = phase2_mode
         self._cache: Optional[Tuple[Tensor, Tensor]] = None
+        # The pipeline against the model (input keys, stock-branch
+        # layouts) before any hook or weight download runs.
+        check_loader(runner, self.dataloader, 'train_dataloader')
+
+    def run(self):
+        """Check the validation pipeline like the training one (the runner
+        builds the val loop after this loop), then train."""
+        val_loop = getattr(self.runner, '_val_loop', None)
+        if val_loop is not None and not isinstance(val_loop, dict):
+            check_loader(self.runner, val_loop.dataloader, 'val_dataloader')
+        return super().run()
 
     def run_epoch(self) -> None:
         """One epoch; step-2 epochs use the cache in ``'cached'`` mode."""

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from crmt_mm.attacks import build_perturbations
 from crmt_mm.engine.hooks.phase_switch_hook import unwrap
+from crmt_mm.models.recognizers.crmt_recognizer import check_loader
 from crmt_mm.utils import reject_unknown_keys
 from ..certify_config import check_certify
 from ..metrics.robust_acc_metric import RobustAccMetric
@@ -204,6 +205,7 @@ class RobustEvalHook(Hook):
         self._unit = 'epoch' if isinstance(
             runner.train_loop, EpochBasedTrainLoop) else 'iter'
         self._loader, self._data_name = self._resolve_loader(runner)
+        check_loader(runner, self._loader, self._data_name)
         self._evaluator = RobustEvaluator(
             unwrap(runner.model), self.perturbations, self.certify,
             stage='val', fp16=self.fp16, log_interval=self.log_interval,

@@ -17,6 +17,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import EpochBasedTrainLoop, TestLoop, ValLoop
 
 from crmt_mm.engine.hooks.phase_switch_hook import unwrap
+from crmt_mm.models.recognizers.crmt_recognizer import check_loader
 from crmt_mm.utils import reject_unknown_keys
 from ..metrics.robust_acc_metric import RobustAccMetric
 from ..report import build_report, write_report
@@ -34,6 +35,8 @@ class RobustLoopMixin:
     def _init_robust(self, perturbations, certify, report_dir,
                      log_interval, subset=None, trust='auto',
                      smoothing=()) -> None:
+        check_loader(self.runner, self.dataloader,
+                     f'{self._stage}_dataloader')
         self.robust = RobustEvaluator(
             unwrap(self.runner.model), perturbations, certify,
             stage=self._stage, fp16=self.fp16, log_interval=log_interval,

@@ -14,12 +14,51 @@ from crmt_mm.utils import reject_unknown_keys
 from ..train_perturbations import build_train_perturbation
 from .input_spaces import preprocessor_input_spaces
 from .modality_encoder import ModalityEncoder
-from .stock_branch import with_stock_preprocessors
+from .stock_branch import (LAYOUTS, OTHER_KIND, layout_mismatch,
+                           with_stock_preprocessors)
 
 A_CONSTRAINTS = ('clamp', 'abs', 'none')
+#: FormatShape input_format -> the branch kind that takes it.
+LAYOUTS_OF_FORMATS = {'NCHW': 'Recognizer2D', 'NCHW_Flow': 'Recognizer2D',
+                      'NCTHW': 'Recognizer3D'}
 # Data-sample meta keys naming a clip: rawframe datasets (frame_dir) and
 # video datasets (filename).
 CLIP_ID_KEYS = ('frame_dir', 'filename')
+
+
+def pipeline_transforms(dataset) -> list:
+    """The transforms of a dataset's pipeline, through dataset wrappers
+    (``RepeatDataset``, ``ClassBalancedDataset``: ``.dataset``;
+    ``ConcatDataset``: the first of ``.datasets``); ``[]`` when there is
+    none to see (a plain torch dataset)."""
+    for _ in range(8):  # wrappers nest a few levels at most
+        if hasattr(dataset, 'pipeline'):
+            return list(getattr(dataset.pipeline, 'transforms', []) or [])
+        inner = getattr(dataset, 'dataset', None)
+        if inner is None and getattr(dataset, 'datasets', None):
+            inner = dataset.datasets[0]
+        if inner is None:
+            return []
+        dataset = inner
+    return []
+
+
+def check_loader(runner, dataloader, where: str) -> None:
+    """Check ``dataloader``'s pipeline against the runner's model before
+    the first batch (see :meth:`CRMTRecognizer.check_data_pipeline`);
+    other models and loaders without a dataset pass.
+
+    Args:
+        runner: the mmengine runner.
+        dataloader: a built dataloader.
+        where (str): its config key, for messages (``'train_dataloader'``).
+    """
+    model = runner.model
+    model = getattr(model, 'module', model)  # a DDP wrapper
+    check = getattr(model, 'check_data_pipeline', None)
+    dataset = getattr(dataloader, 'dataset', None)
+    if check is not None and dataset is not None:
+        check(dataset, where)
 
 
 def encode_identity(identity: dict) -> Tensor:
@@ -163,6 +202,14 @@ class CRMTRecognizer(BaseModel):
                 f'keys {uncovered} of the encoders (it has '
                 f'{sorted(preprocessors)}); key it by the encoders\' '
                 "input_key values, which are PackActionInputs' collect_keys.")
+        if preprocessors is not None:
+            # mmaction's MultiModalDataPreprocessor looks every data key up
+            # in its entries: a key the model does not know fails there
+            # with a bare KeyError, before split_inputs could name both
+            # sides. Checked for every batch of every loop (training, tau,
+            # evaluation); the loops of crmt_mm check the pipeline earlier.
+            self.data_preprocessor.register_forward_pre_hook(
+                self._check_batch_keys, with_kwargs=True)
         head = dict(head)
         head['in_channels'] = {m: e.feat_dim for m, e in self.encoders.items()}
         self.head = MODELS.build(head)
@@ -279,6 +326,97 @@ class CRMTRecognizer(BaseModel):
                 'the run that wrote the checkpoint')
 
     # ------------------------------------------------------------------
+    # Data checks: the pipeline (before the first batch) and every batch.
+    # ------------------------------------------------------------------
+    def check_input_keys(self, keys: Iterable[str], source: str) -> None:
+        """Refuse data whose input keys are not the encoders' input keys.
+
+        Args:
+            keys (Iterable[str]): the input keys the data provides.
+            source (str): where they come from, for the message.
+
+        Raises:
+            ValueError: naming both key sets, the data preprocessor's
+                entries, where the data's keys come from and the fix.
+        """
+        keys = sorted(keys)
+        expected = {e.input_key: m for m, e in self.encoders.items()}
+        if keys == sorted(expected):
+            return
+        entries = sorted(getattr(self.data_preprocessor, 'preprocessors',
+                                 None) or {})
+        extra = sorted(set(keys) - set(expected))
+        lacking = sorted(set(expected) - set(keys))
+        rename = (f" (here: rename the model's {lacking[0]!r} to "
+                  f'{extra[0]!r} in the encoder and the preprocessors, or '
+                  f'collect {lacking[0]!r} in the pipeline)'
+                  if len(extra) == len(lacking) == 1 else '')
+        raise ValueError(
+            f'the data provides inputs {keys} but the model expects '
+            f'{sorted(expected)} (modalities {expected}; '
+            f'data_preprocessor.preprocessors has {entries}); the data\'s '
+            f'keys come from {source}. Use the same names in '
+            "PackActionInputs' collect_keys, the encoders' input_key and "
+            f'the preprocessors keys{rename}.')
+
+    def _check_batch_keys(self, module, args, kwargs) -> None:
+        """Forward pre-hook of the data preprocessor: the batch's keys."""
+        data = args[0] if args else kwargs.get('data')
+        inputs = data.get('inputs') if isinstance(data, Mapping) else None
+        if isinstance(inputs, Mapping):
+            self.check_input_keys(
+                inputs, "the batch (PackActionInputs' collect_keys)")
+
+    def check_data_pipeline(self, dataset, where: str) -> None:
+        """Check a dataset's pipeline against the model, before its first
+        batch: the keys ``PackActionInputs`` collects (against the
+        encoders' input keys and the preprocessors) and, for stock
+        branches fed ``imgs``, the layout ``FormatShape`` gives (2-D
+        recognizers take NCHW segments, 3-D ones NCTHW clips).
+
+        Pipelines without these transforms are left to the per-batch
+        checks.
+
+        Args:
+            dataset: a built dataset (wrappers are looked through).
+            where (str): the dataloader's config key, for messages.
+
+        Raises:
+            ValueError: naming the keys or the branch and both layouts,
+                and the fix.
+        """
+        transforms = pipeline_transforms(dataset)
+        names = [type(t).__name__ for t in transforms]
+        if 'PackActionInputs' in names:
+            pack = transforms[names.index('PackActionInputs')]
+            collected = getattr(pack, 'collect_keys', None)
+            if collected is None:
+                raise ValueError(
+                    f'{where}: PackActionInputs has no collect_keys, so the '
+                    'data is one tensor, but the model takes a dict keyed '
+                    "by its encoders' input_key "
+                    f'{sorted(e.input_key for e in self.encoders.values())}'
+                    '; set collect_keys to those keys.')
+            self.check_input_keys(
+                collected, f"PackActionInputs(collect_keys=...) of the "
+                f'{where} pipeline')
+        if 'FormatShape' not in names:
+            return
+        fmt = getattr(transforms[names.index('FormatShape')], 'input_format',
+                      None)
+        for name, encoder in self.encoders.items():
+            kind = getattr(encoder.backbone, 'kind', None)
+            if encoder.input_key != 'imgs' or kind not in OTHER_KIND or \
+                    fmt not in LAYOUTS_OF_FORMATS:
+                continue
+            if LAYOUTS_OF_FORMATS[fmt] != kind:
+                raise ValueError(layout_mismatch(
+                    f'encoders.{name}', encoder.backbone.recognizer_type,
+                    kind, f"the {where} pipeline's FormatShape gives "
+                    f"input_format='{fmt}' "
+                    f'({LAYOUTS[LAYOUTS_OF_FORMATS[fmt]][1]})'))
+
+    # ------------------------------------------------------------------
     # The contract used by hooks, loops, attacks and certification.
     # ------------------------------------------------------------------
     @property
@@ -309,13 +447,8 @@ class CRMTRecognizer(BaseModel):
             raise TypeError('CRMTRecognizer expects a dict of modality '
                             'tensors; use PackActionInputs(collect_keys=...) '
                             'and MultiModalDataPreprocessor.')
-        expected = {e.input_key: m for m, e in self.encoders.items()}
-        if set(inputs) != set(expected):
-            raise ValueError(
-                f'the data provides inputs {sorted(inputs)} but the model '
-                f'expects {sorted(expected)} (modalities {expected}); make '
-                "PackActionInputs' collect_keys and the encoders' input_key "
-                'agree.')
+        self.check_input_keys(inputs, "the batch (PackActionInputs' "
+                              'collect_keys)')
         out = {}
         for name, encoder in self.encoders.items():
             x = inputs[encoder.input_key]

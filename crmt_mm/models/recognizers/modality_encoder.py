@@ -108,6 +108,8 @@ class ModalityEncoder(BaseModule):
             raise ValueError(f'feat_dim must be positive, got {feat_dim}')
         self.input_key = input_key
         self.backbone = MODELS.build(backbone)
+        if isinstance(self.backbone, StockBranch):
+            self.backbone.branch = f'encoders.{name}'
         self.feat_dim = int(feat_dim)
         self.temporal = temporal
         self.input_shape = None if input_shape is None else tuple(input_shape)

@@ -30,6 +30,19 @@ STOCK_RECOGNIZERS = ('Recognizer2D', 'Recognizer3D', 'RecognizerAudio')
 POOLING_HEADS = ('TSNHead', 'TSMHead', 'TPNHead', 'I3DHead', 'SlowFastHead',
                  'X3DHead', 'TSNAudioHead', 'TimeSformerHead',
                  'UniFormerHead')
+#: Input layout of each kind of branch: the ``FormatShape`` input_format
+#: that gives it, the batch it makes, and its number of dims.
+LAYOUTS = {
+    'Recognizer2D': ('NCHW', '[B, segments, C, H, W]: frames as 2-D '
+                     'segments', 5),
+    'Recognizer3D': ('NCTHW', '[B, clips, C, T, H, W]: 3-D clips', 6),
+    'RecognizerAudio': (None, '[B, clips, 1, T, F]: audio features', 5),
+}
+#: The other kind to suggest for data in a layout a branch cannot take.
+OTHER_KIND = {'Recognizer2D': 'a 3-D recognizer (Recognizer3D: SlowOnly, '
+                              'I3D, X3D, ...) for NCTHW clips',
+              'Recognizer3D': 'a 2-D recognizer (Recognizer2D: TSN, TSM, '
+                              '...) for NCHW segments'}
 #: Keys of a stock ActionDataPreprocessor copied into the modality entry.
 PREPROCESSOR_KEYS = ('mean', 'std', 'format_shape', 'to_rgb', 'to_float32')
 
@@ -105,6 +118,30 @@ def check_recognizer(cfg: Mapping) -> Tuple[str, int]:
             f'recognizer {cfg["type"]}: neck.aux_head adds an auxiliary '
             'loss a CRMT branch does not train; set neck.aux_head=None.')
     return kind, int(head['in_channels'])
+
+
+def layout_mismatch(branch: str, recognizer_type: str, kind: str,
+                    got: str) -> str:
+    """The message for data in a layout the branch cannot take.
+
+    Args:
+        branch (str): the encoder, e.g. ``'encoders.visual'``.
+        recognizer_type (str): the stock recognizer's type.
+        kind (str): its kind, a key of :data:`LAYOUTS`.
+        got (str): what the data gives (the pipeline's FormatShape or the
+            batch shape).
+    """
+    fmt, batch, _ = LAYOUTS[kind]
+    fix = f"FormatShape(input_format='{fmt}') in the pipeline (and " \
+        f"format_shape='{fmt}' in its data_preprocessor entry: the stock " \
+        'one when the entry is left out)' if fmt else \
+        "the stock recognizer's audio pipeline (FormatAudioShape)"
+    if kind in OTHER_KIND:
+        fix += f', or {OTHER_KIND[kind]}'
+    kind = '' if kind == recognizer_type else f' ({kind})'
+    return (f'{branch} is a stock {recognizer_type}{kind} branch; it '
+            f'takes {fmt or "audio"} inputs, batches {batch}; but {got}. '
+            f'Fix: {fix}.')
 
 
 def stock_preprocessor(cfg: Mapping) -> dict:
@@ -227,8 +264,18 @@ class StockBranch(BaseModule):
         # dict, while its extract_feat runs the shared backbone and neck.
         self._extract_feat = stock.extract_feat
         self.recognizer_type = cfg['type']
+        #: The encoder in messages; ModalityEncoder sets its name.
+        self.branch = 'a StockBranch'
 
     def forward(self, x: Tensor) -> Tensor:
+        # A clip batch in a 2-D branch (or the reverse) otherwise fails deep
+        # in the backbone with torch's conv shape error, naming no config.
+        dims = LAYOUTS[self.kind][2]
+        if x.ndim != dims:
+            raise ValueError(layout_mismatch(
+                self.branch, self.recognizer_type, self.kind,
+                f'the batch has shape {list(x.shape)} ({x.ndim} dims, not '
+                f'{dims})'))
         batch, segments = x.shape[:2]
         period = getattr(self.backbone, 'num_segments', None)
         if self.kind == 'Recognizer2D' and period and segments % period:
