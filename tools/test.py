@@ -22,7 +22,8 @@ def parse_args(argv=None):
                         'fully unpickled)')
     parser.add_argument(
         '--work-dir',
-        help='dir for logs, metrics and the robustness report')
+        help='dir for logs, metrics and the robustness report; output paths '
+        'the config sets (report_dir, out_dir, ...) move under it')
     parser.add_argument(
         '--dump', type=str,
         help='dump predictions (and robust records) to a .pkl file')
@@ -78,7 +79,12 @@ def show_predictions(cfg, args) -> None:
 
 
 def merge_args(cfg, args):
-    """Merge the command line into the config (as mmaction2 does)."""
+    """Merge the command line into the config (as mmaction2 does).
+
+    The work dir first: ``--work-dir`` moves the config's output paths
+    under it, but not those the command line sets (``--dump``,
+    ``--show-dir``, ``--cfg-options``)."""
+    set_launcher_and_work_dir(cfg, args)
     if args.show or args.show_dir is not None:
         show_predictions(cfg, args)
     if args.dump is not None:
@@ -88,7 +94,6 @@ def merge_args(cfg, args):
         evaluator = cfg.test_evaluator
         cfg.test_evaluator = list(evaluator) + [dump] \
             if isinstance(evaluator, (list, tuple)) else [evaluator, dump]
-    set_launcher_and_work_dir(cfg, args)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.load_from = args.checkpoint

@@ -15,7 +15,9 @@ from crmt_mm.engine.launch import (  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a recognizer')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='dir to save logs and models')
+    parser.add_argument('--work-dir', help='dir to save logs and models; '
+                        'output paths the config sets (report_dir, out_dir, '
+                        '...) move under it')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or without a value from the '

@@ -119,12 +119,81 @@ def parse_launcher_args(parser, argv=None):
     return args
 
 
+#: Config keys that name where an output is written.
+OUTPUT_KEYS = ('report_dir', 'out_dir', 'save_dir', 'out_file_path')
+#: The config sections that hold them: the robust loops (``report_dir``),
+#: hooks (RobustEvalHook ``report_dir``, CheckpointHook and visualisation
+#: ``out_dir``), the visualizer's backends (``save_dir``) and evaluators
+#: (``DumpResults.out_file_path``).
+OUTPUT_SECTIONS = ('train_cfg', 'val_cfg', 'test_cfg', 'default_hooks',
+                   'custom_hooks', 'visualizer', 'vis_backends',
+                   'val_evaluator', 'test_evaluator')
+
+
 def set_launcher_and_work_dir(cfg, args) -> None:
     """Launcher from the command line; work dir: ``--work-dir`` > config >
-    ``work_dirs/<config name>``."""
+    ``work_dirs/<config name>``.
+
+    With ``--work-dir`` every output location the config file sets moves
+    under it (see :func:`rebase_outputs`), so that testing the config a run
+    dumped into its folder never writes into that folder. Call this before
+    the command line adds output paths of its own (``--dump``,
+    ``--show-dir``) and before ``--cfg-options``, which are kept as given.
+    """
     cfg.launcher = args.launcher
+    default = osp.join('./work_dirs',
+                       osp.splitext(osp.basename(args.config))[0])
     if args.work_dir is not None:
+        rebase_outputs(cfg, cfg.get('work_dir') or default, args.work_dir)
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = default
+
+
+def rebase_outputs(cfg, old: str, new: str) -> list:
+    """Move every output path of ``cfg`` from work dir ``old`` to ``new``.
+
+    The keys of :data:`OUTPUT_KEYS` anywhere in :data:`OUTPUT_SECTIONS`
+    that are set (not None) move: a path inside ``old`` keeps its place
+    relative to it, any other path (another run's folder, a shared one)
+    becomes ``<new>/<its last component>``. Each move is logged.
+
+    Args:
+        cfg (Config): the config, changed in place.
+        old (str): the config's own work dir.
+        new (str): the work dir given on the command line.
+
+    Returns:
+        list[tuple[str, str, str]]: ``(config key, old path, new path)`` of
+        every move.
+    """
+    from mmengine.logging import print_log
+    moves = []
+
+    def move(path: str) -> str:
+        rel = osp.relpath(osp.abspath(path), osp.abspath(old))
+        if rel == '.':
+            return new
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            return osp.join(new, osp.basename(osp.normpath(path)))
+        return osp.join(new, rel)
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, (list, tuple)):
+            for index, item in enumerate(node):
+                walk(item, f'{key}.{index}')
+        elif isinstance(node, dict):
+            for name, value in node.items():
+                where = f'{key}.{name}'
+                if name in OUTPUT_KEYS and isinstance(value, str):
+                    node[name] = move(value)
+                    moves.append((where, value, node[name]))
+                else:
+                    walk(value, where)
+
+    for section in OUTPUT_SECTIONS:
+        walk(cfg.get(section), section)
+    for where, before, after in moves:
+        print_log(f'--work-dir {new}: {where} {before} -> {after} (set it '
+                  'with --cfg-options to write elsewhere)', logger='current')
+    return moves
