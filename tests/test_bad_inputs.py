@@ -297,3 +297,19 @@ def test_work_dir_option_moves_every_output_path_cfg_options_decide(
     cfg = train.merge_args(Config.fromfile(config),
                            train.parse_args([config]))
     assert (cfg.work_dir, cfg.test_cfg.report_dir) == (old, old)
+
+
+def test_pipeline_without_collect_keys_is_named():
+    """PackActionInputs without collect_keys packs one tensor; the model
+    needs a dict keyed by its encoders' input keys."""
+    from mmaction.datasets.transforms import PackActionInputs
+    from mmcv.transforms import Compose
+
+    class Dataset:
+        pipeline = Compose([PackActionInputs()])
+
+    with pytest.raises(ValueError, match=(
+            r"val_dataloader: PackActionInputs has no collect_keys.*input_key "
+            r"\['audios', 'imgs'\]; set collect_keys to those keys")):
+        build('crmt_avdigits.py').check_data_pipeline(Dataset(),
+                                                      'val_dataloader')
