@@ -5,7 +5,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 import torch
 from mmaction.registry import MODELS
 from mmengine.logging import MessageHub
-from mmengine.model import BaseModel, ModuleDict
+from mmengine.model import BaseModel, ModuleDict, is_model_wrapper
 from torch import Tensor, nn
 
 from crmt_mm.attacks import InputSpace
@@ -54,7 +54,8 @@ def check_loader(runner, dataloader, where: str) -> None:
         where (str): its config key, for messages (``'train_dataloader'``).
     """
     model = runner.model
-    model = getattr(model, 'module', model)  # a DDP wrapper
+    if is_model_wrapper(model):  # DDP
+        model = model.module
     check = getattr(model, 'check_data_pipeline', None)
     dataset = getattr(dataloader, 'dataset', None)
     if check is not None and dataset is not None:
