@@ -261,9 +261,9 @@ def test_bad_recordings_name_the_file_and_the_fix(raw, case, message):
     assert not _published(out)
     with open(osp.join(out, 'errors.log')) as f:
         assert '3_alice_6' in f.read()
-    # --skip-bad leaves it out and goes on
-    meta = run(fsdd, mnist, out + '_skip', '--skip-bad')
-    assert sum(meta['num_clips'].values()) == 139
+    if case == 'truncated':  # --skip-bad leaves it out and goes on
+        meta = run(fsdd, mnist, out + '_skip', '--skip-bad')
+        assert sum(meta['num_clips'].values()) == 139
 
 
 def test_bad_file_name_is_refused_before_any_work(raw):
