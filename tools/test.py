@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from crmt_mm.engine.launch import (  # noqa: E402
     add_launcher_args, build_runner, parse_launcher_args,
     set_launcher_and_work_dir)
+from crmt_mm.engine.teardown import end_run, exit_process  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -116,8 +117,11 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    end_run(runner)
+    return metrics
 
 
 if __name__ == '__main__':
     main()
+    exit_process()

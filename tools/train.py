@@ -10,6 +10,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from crmt_mm.engine.launch import (  # noqa: E402
     add_launcher_args, build_runner, parse_launcher_args,
     set_launcher_and_work_dir)
+from crmt_mm.engine.teardown import end_run, exit_process  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -90,7 +91,9 @@ def main(argv=None):
         f'deterministic={used.get("deterministic", False)}, '
         f'diff_rank_seed={used.get("diff_rank_seed", False)}')
     runner.train()
+    end_run(runner)
 
 
 if __name__ == '__main__':
     main()
+    exit_process()
