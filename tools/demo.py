@@ -733,9 +733,10 @@ def _interval(d: Optional[dict], signed: bool = False) -> str:
             + form.format(d['high']) + ']')
 
 
-def seeds_table(result: dict) -> str:
+def seeds_table(result: dict, keys: Optional[list] = None) -> str:
     """Mean [min, max] over seeds with each cell's bootstrap interval, and
-    the CRMT - baseline interval."""
+    the CRMT - baseline interval; ``keys`` picks and orders the rows (all
+    by default), e.g. for the README."""
     base, ours = result.get('models', ('jt', 'crmt'))
     ci = result.get('interval', {})
     lines = [f'| metric (L2 budget {result["budget"]}, seeds '
@@ -743,7 +744,7 @@ def seeds_table(result: dict) -> str:
              f'{base.upper()} 95% CI | {ours.upper()} mean [min, max] | '
              f'{ours.upper()} 95% CI | {ours.upper()} - {base.upper()} '
              '(95% paired bootstrap) |', '|---|---|---|---|---|---|']
-    for key in result['mean'][base]:
+    for key in keys or list(result['mean'][base]):
         cells = []
         for name in (base, ours):
             cells.append(_cell({stat: result[stat][name][key]
