@@ -112,3 +112,52 @@ def test_configure_sets_the_demo_protocol(tmp_path):
     assert [(s['subset']['size'], s['radii'])
             for s in cfg.test_cfg.smoothing] == [(8, [0.0, 0.25, 0.5])]
     assert cfg.randomness.seed == 0
+
+
+def test_weakest_modality_is_the_per_clip_minimum():
+    """strong_weakest counts the clips that survive the strong attack on
+    both modalities (brute force over the fake records)."""
+    runs = _runs()
+    jt = runs[0]['jt']
+    jt['records'][0]['preds']['aa-fast_visual@2.0'] = -1  # clip 0 breaks
+    column = demo.weakest_correct(jt, 2.0)
+    brute = [int(r['preds']['aa-fast_audio@2.0'] == r['label'] and
+                 r['preds']['aa-fast_visual@2.0'] == r['label'])
+             for r in jt['records']]
+    assert column == brute == [0, 1, 1, 1] + [0] * 6
+    out = demo.aggregate(runs, 'audio')
+    assert out['per_seed'][0]['jt']['strong_weakest'] == 0.3
+    assert out['difference']['strong_weakest']['mean'] == pytest.approx(
+        ((7 - 3) + (4 - 3)) / 20)
+    ci = out['interval']['crmt']['clean']
+    assert ci['low'] <= ci['mean'] <= ci['high']
+    assert 'strong_weakest' in demo.seeds_table(out)
+
+
+def test_fsdd_mnist_options_and_protocol(tmp_path):
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--dataset', 'fsdd_mnist'])  # needs --fsdd/--mnist
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--pairs', 'mmat:crmt_at'])  # AV-Digits: JT/CRMT
+    args = demo.parse_args([
+        '--dataset', 'fsdd_mnist', '--fsdd', 'F', '--mnist', 'M',
+        '--split', 'speaker', '--test-speakers', 'theo', '--pairs',
+        'jt:crmt', 'mixup:crmt_mix', '--work-dir', str(tmp_path)])
+    assert args.data_root == 'data/fsdd_mnist_speaker_theo'
+    assert args.models == ['jt', 'crmt', 'mixup', 'crmt_mix']
+    assert args.strong_subset == 128
+    args.data_root = str(tmp_path / 'data')
+    (tmp_path / 'data').mkdir()
+    with open(tmp_path / 'data' / 'fsdd_mnist_norm.json', 'w') as f:
+        json.dump(dict(visual=dict(mean=40.0, std=50.0)), f)
+    cfg = demo.configure(demo.config_of('crmt', 'fsdd_mnist'),
+                         str(tmp_path / 'crmt'), 1, args)
+    assert cfg.val_dataloader.dataset.ann_file.endswith('fsdd_mnist_val.txt')
+    assert cfg.test_dataloader.dataset.ann_file.endswith(
+        'fsdd_mnist_test.txt')
+    imgs = cfg.model.data_preprocessor.preprocessors.imgs
+    assert (imgs.mean, imgs.std) == ([40.0] * 3, [50.0] * 3)
+    strong = {p.get('modality'): p['eps'] for p in cfg.test_cfg.perturbations
+              if p['type'] == 'MultiModalAutoAttack'}
+    assert strong == dict(audio=[1.0, 2.0, 4.0], visual=[1.0, 2.0, 4.0])
+    assert cfg.test_cfg.subset['size'] == 128

@@ -397,3 +397,12 @@ def test_real_subset_trains_and_tests_end_to_end(tmp_path):
         assert f'robust/missing_{modality}' in metrics
     assert any(k.startswith('robust/aa-') for k in metrics)
     assert float(runner.model.tau.min()) > 0  # step 2 ran
+
+
+def test_study_script_states_its_usage():
+    import subprocess
+    done = subprocess.run(['bash', osp.join(ROOT, 'tools',
+                                            'fsdd_mnist_study.sh')],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert 'usage:' in done.stderr and 'FSDD_RECORDINGS_DIR' in done.stderr
