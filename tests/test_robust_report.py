@@ -5,7 +5,8 @@ import json
 import pytest
 
 from crmt_mm.evaluation import build_report, compare_reports, load_report
-from crmt_mm.evaluation.report import REPORT_FORMAT, write_report
+from crmt_mm.evaluation.report import (REPORT_FORMAT, render_markdown,
+                                        write_report)
 from helpers import load_tool
 from helpers_eval import desc, records
 
@@ -74,3 +75,40 @@ def test_compare_reports_tool(tmp_path):
     assert (tmp_path / 'cmp' / 'robustness_compare.png').stat().st_size > 0
     with pytest.raises(ValueError, match='labels'):
         compare_reports(paths, ['JT'], str(tmp_path))
+
+
+def test_report_shows_the_weakest_modality(tmp_path):
+    """The markdown puts weakest@<eps> beside each modality's worst case,
+    with its one-line meaning; JSON, metrics and figure carry it too."""
+    from crmt_mm.evaluation.report import WEAKEST_NOTE
+    from crmt_mm.evaluation.summary import worst_case_groups
+    descs = [dict(desc(f'pgd_{m}@{e}', 'pgd', e, label=m), modalities=[m],
+                  group=m) for m in ('audio', 'visual') for e in (0.5, 1.0)]
+    # Clip 0 survives both modalities, clip 1 only audio, clip 2 only
+    # visual, clip 3 neither: each modality 2/4, the weakest 1/4.
+    results = records([0, 0, 0, 0], clean=[0, 0, 0, 0],
+                      **{'pgd_audio@0.5': [0, 0, 1, 1],
+                         'pgd_visual@0.5': [0, 1, 0, 1],
+                         'pgd_audio@1.0': [0, 1, 1, 1],
+                         'pgd_visual@1.0': [0, 1, 1, 1]})
+    proto = dict(protocol(), modalities=['audio', 'visual'])
+    report = build_report(results, descs, proto,
+                          groups=worst_case_groups('auto', descs))
+    assert report['metrics']['robust/weakest@0.5'] == 0.25
+    assert report['metrics']['robust/weakest@1.0'] == 0.25
+    assert report['metrics']['robust/auc_weakest'] == pytest.approx(
+        (0.5 * (1 + 0.25) * 0.5 + 0.25 * 0.5) / 1.0)
+    entry = report['worst_case'][0]
+    assert (entry['name'], entry['per_modality']) == \
+        ('weakest@0.5', dict(audio=0.5, visual=0.5))
+    paths = write_report(report, str(tmp_path))
+    md = open(paths['md']).read()
+    assert WEAKEST_NOTE in md
+    assert '| record | audio | visual | weakest | samples |' in md
+    assert '| weakest@0.5 | 0.5000 | 0.5000 | 0.2500 | 4 |' in md
+    assert '| weakest@0.5 | weakest modality | 0.5000 | normalized |' in md
+    assert '| robust/weakest@0.5 | 0.2500 |' in md
+    assert 'png' in paths
+    # Without it (one modality, or worst_case off) no weakest section.
+    plain = build_report(results, descs, proto)
+    assert WEAKEST_NOTE not in render_markdown([plain], ['x'])

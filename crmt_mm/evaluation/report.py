@@ -28,9 +28,18 @@ REPORT_FORMAT = 'crmt_mm.robustness/1'
 
 #: Line style per curve kind; colours tell the runs apart.
 LINE_STYLES = {'pgd': '-', 'fgm': '--', 'worst': '-.', 'noise': ':',
-               'certified': (0, (1, 1)), 'smoothing': (0, (5, 1, 1, 1))}
+               'certified': (0, (1, 1)), 'smoothing': (0, (5, 1, 1, 1)),
+               'weakest': (0, (3, 1, 1, 1, 1, 1))}
 MARKERS = {'pgd': 'o', 'fgm': 's', 'worst': 'v', 'noise': 'd',
-           'certified': 'x', 'smoothing': ''}
+           'certified': 'x', 'smoothing': '', 'weakest': '^'}
+
+#: One-line meaning of the weakest-modality records in the markdown.
+WEAKEST_NOTE = (
+    'Weakest modality (`weakest@<eps>`): a clip counts as robust only if it '
+    'survives every uni-modal attack on every modality at that budget, i.e. '
+    'the accuracy against an attacker who picks, per clip, the modality '
+    'that breaks it; the modality columns are each modality\'s worst case '
+    'over its attacks on the same clips.')
 
 
 def build_report(records: List[dict], descriptions: List[dict],
@@ -270,7 +279,9 @@ def _run_section(report: dict, label: str) -> List[str]:
     rows = []
     for p in report['perturbations'] + report['worst_case']:
         s = p.get('settings', {})
-        rows.append([p['name'], p.get('type', 'per-sample worst case'),
+        rows.append([p['name'], p.get('type', 'weakest modality'
+                                      if p.get('kind') == 'weakest'
+                                      else 'per-sample worst case'),
                      s.get('eps', s.get('sigma', p.get('budget'))),
                      s.get('eps_unit', p.get('unit')), s.get('steps'),
                      s.get('step_size'), s.get('random_start'),
@@ -281,6 +292,7 @@ def _run_section(report: dict, label: str) -> List[str]:
     lines += _table(['perturbation', 'type', 'budget', 'unit', 'steps',
                      'step size', 'random start', 'clamp', 'samples',
                      'accuracy', 'status'], rows)
+    lines += _weakest_lines(report['worst_case'])
     lines += _protocol_lines(report)
     lines += _trust_lines(report.get('trust'))
     if cert['status'] == 'on':
@@ -298,6 +310,21 @@ def _run_section(report: dict, label: str) -> List[str]:
     for section in report.get('smoothing', []):
         lines += [''] + _smoothing_lines(section)
     return lines
+
+
+def _weakest_lines(groups: List[dict]) -> List[str]:
+    """The weakest-modality records beside each modality's worst case."""
+    weakest = [g for g in groups if g.get('kind') == 'weakest']
+    if not weakest:
+        return []
+    modalities: List[str] = []
+    for g in weakest:
+        modalities += [m for m in g['by_modality'] if m not in modalities]
+    rows = [[g['name']] + [g.get('per_modality', {}).get(m)
+                           for m in modalities]
+            + [g['accuracy'], g.get('evaluated_samples')] for g in weakest]
+    return ['', WEAKEST_NOTE, ''] + _table(
+        ['record'] + modalities + ['weakest', 'samples'], rows)
 
 
 def _smoothing_lines(s: dict) -> List[str]:

@@ -29,7 +29,11 @@ import numpy as np
 from crmt_mm.attacks.base import budget_norm, format_value, norm_suffix
 
 #: Metric names the perturbation names must not shadow.
-RESERVED = ('clean', 'certified', 'auc_', 'radius_', 'cert_', 'smoothing_')
+RESERVED = ('clean', 'certified', 'auc_', 'radius_', 'cert_', 'smoothing_',
+            'weakest')
+
+#: Name prefix (and curve kind) of the weakest-modality records.
+WEAKEST = 'weakest'
 
 
 def worst_case_groups(worst_case: Union[None, str, Dict[str, Sequence[str]]],
@@ -40,9 +44,13 @@ def worst_case_groups(worst_case: Union[None, str, Dict[str, Sequence[str]]],
     (``kind='worst'``, ``members``) placed on a curve when its members share
     one L2 budget.
 
+    ``'auto'`` adds the weakest-modality records of
+    :func:`weakest_groups` (``kind='weakest'``, ``weakest@<eps>``) after
+    the worst-case groups.
+
     Raises:
         ValueError: a member is not evaluated, or a group name clashes with
-            a perturbation name.
+            a perturbation name or uses the reserved prefix ``weakest``.
     """
     by_name = {d['name']: d for d in descriptions}
     if worst_case is None:
@@ -84,6 +92,60 @@ def worst_case_groups(worst_case: Union[None, str, Dict[str, Sequence[str]]],
     if clash:
         raise ValueError(f'worst_case names {clash} clash with '
                          'perturbation names; rename them')
+    reserved = sorted(g['name'] for g in groups
+                      if g['name'].startswith(WEAKEST))
+    if reserved:
+        raise ValueError(f'worst_case names {reserved} use the reserved '
+                         f'prefix {WEAKEST!r} (weakest-modality records); '
+                         'rename them')
+    if worst_case == 'auto':
+        groups += weakest_groups(descriptions)
+    return groups
+
+
+def weakest_groups(descriptions: List[dict]) -> List[dict]:
+    """Weakest-modality records, one per budget at which uni-modal budgeted
+    attacks exist on two or more modalities.
+
+    A uni-modal budgeted attack is a description with exactly one modality,
+    a ``budget`` and a norm (:func:`~crmt_mm.attacks.base.budget_norm`):
+    PGD, FGM, APGD, Square, ensembles and ``WorstCase`` alike; noise,
+    missing modality and joint or per-modality budgets are not. Budgets
+    are matched with their unit and norm. The record ``weakest@<eps>``
+    (``_linf``/``_raw`` suffixes as in the perturbation names) has every
+    such attack at that budget as member: a clip is correct only if it is
+    correct under all of them, i.e. the per-clip worst case over modality
+    and attack, the robust accuracy against an attacker who picks, per
+    clip, the modality (and attack) that breaks it. Its points across
+    budgets form the curve ``weakest<suffix>``.
+
+    Returns:
+        list[dict]: descriptions like the worst-case groups', with
+        ``kind='weakest'``, ``members`` and ``by_modality`` ({modality:
+        member names}, in order of appearance).
+    """
+    points: Dict[tuple, Dict[str, List[str]]] = {}
+    for d in descriptions:
+        mods = d['modalities']
+        norm = budget_norm(d)
+        if norm is None or d['budget'] is None or not mods or \
+                len(mods) != 1:
+            continue
+        key = (float(d['budget']), d['unit'], norm)
+        points.setdefault(key, {}).setdefault(mods[0], []).append(
+            d['name'])
+    groups = []
+    for (budget, unit, norm), by_modality in points.items():
+        if len(by_modality) < 2:
+            continue
+        suffix = norm_suffix(norm, unit)
+        groups.append(dict(
+            name=f'{WEAKEST}@{format_value(budget)}{suffix}',
+            members=[n for names in by_modality.values() for n in names],
+            by_modality=by_modality, kind=WEAKEST,
+            curve=f'{WEAKEST}{suffix}', budget=budget, unit=unit,
+            label=WEAKEST, group=WEAKEST, norm=norm,
+            modalities=list(by_modality)))
     return groups
 
 
@@ -111,11 +173,14 @@ def summarize(records: List[dict], descriptions: List[dict],
 
     Returns:
         dict: ``num_samples``; ``accuracy`` (ordered ``{name: float}``:
-        ``clean``, then every successful perturbation and group);
+        ``clean``, then every successful perturbation and group, the
+        weakest-modality records last);
         ``perturbations`` and ``worst_case`` (each description with
         ``status``, ``accuracy``, ``error``, ``evaluated_samples`` and
         ``clean_accuracy_on_evaluated``, the clean accuracy on the same
-        clips); ``curves`` (a curve's point at budget 0 is the clean
+        clips; a weakest-modality record also ``per_modality``, each
+        modality's worst case over its members on the same clips);
+        ``curves`` (a curve's point at budget 0 is the clean
         accuracy on the clips its budgets were evaluated on, so a
         subsampled curve starts from its subsample); ``certification``
         (None without radii, else ``certified``, ``radius_median``,
@@ -170,13 +235,22 @@ def summarize(records: List[dict], descriptions: List[dict],
                 correct['clean'][ran].mean()) if ran.any() else None
             entry['accuracy'] = accuracy[group['name']] = float(
                 hits[ran].mean()) if ran.any() else None
+            if group['kind'] == WEAKEST:
+                # Each modality's own worst case on the same clips.
+                entry['per_modality'] = {
+                    m: float(np.logical_and.reduce(
+                        [correct[n] for n in names])[ran].mean())
+                    if ran.any() else None
+                    for m, names in group['by_modality'].items()}
         out['worst_case'].append(entry)
     out['curves'] = _curves(out['perturbations'] + out['worst_case'],
                             accuracy['clean'])
     if radii is not None:
-        out['certification'] = _certify(records, correct,
-                                        descriptions + groups, modalities,
-                                        radii)
+        # The weakest-modality records are not attacks of their own (their
+        # members are checked one by one).
+        out['certification'] = _certify(
+            records, correct, descriptions +
+            [g for g in groups if g['kind'] != WEAKEST], modalities, radii)
     return out
 
 

@@ -39,6 +39,11 @@ class RobustAccMetric(BaseMetric):
       ``robust/noise_all@0.1``; a failed perturbation has no key.
     * ``robust/worst_<label>@<eps>``: per-sample worst case over members
       (correct only if correct under all), when ``worst_case`` is set.
+    * ``robust/weakest@<eps>`` (with ``worst_case='auto'``): the weakest
+      modality, correct only if correct under every uni-modal attack on
+      every modality at that budget (per-clip worst case over modality and
+      attack), for each budget attacked on >= 2 modalities; curve
+      ``weakest`` (``docs/evaluation.md``, "Weakest modality").
     * ``robust/auc_<curve>``: area under accuracy vs budget over
       [0, max budget] divided by the max budget (the clean accuracy is the
       point at 0), for curves with >= 2 positive budgets, e.g.
@@ -59,7 +64,8 @@ class RobustAccMetric(BaseMetric):
     Args:
         worst_case (str | dict, optional): None (off), ``'auto'`` (every
             FGM/PGD pair at the same label and budget, named
-            ``worst_<label>@<eps>``) or ``{name: [member names]}``.
+            ``worst_<label>@<eps>``, and the weakest-modality records
+            ``weakest@<eps>``) or ``{name: [member names]}``.
             Costs no model call. Defaults to None.
         collect_device (str): ``'cpu'`` or ``'gpu'``. Defaults to ``'cpu'``.
         prefix (str, optional): Defaults to None (``'robust'``).
