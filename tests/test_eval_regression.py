@@ -141,7 +141,13 @@ def check(metrics, records, reference):
     # sorted name order (audio before visual), an intended change.
     assert sorted(metrics) == sorted(reference)
     for key, value in reference.items():
-        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+        # Accuracies are counts, exact on any machine. Radii go through tau
+        # (input gradients) and differ in the last float32 digits from one
+        # CPU to another: JT's radius_median moved by 3e-6 (relative) on a
+        # second machine of the same kind at the commit that took these
+        # values (docs/reliability.md, "What reproduces where").
+        tol = 1e-5 if 'radius' in key else 1e-6
+        assert metrics[key] == pytest.approx(value, rel=tol, abs=1e-9), key
     # The weakest modality is the per-clip minimum over its members, from
     # this run's records (every clip is evaluated: no subset).
     brute = [min(r['preds'][m] == r['label'] for m in WEAKEST_MEMBERS)
