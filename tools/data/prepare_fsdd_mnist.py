@@ -585,7 +585,7 @@ def load_features(out_dir: str, keys: Sequence[str]) -> np.ndarray:
     return np.stack([np.load(cache_path(out_dir, k)) for k in keys])
 
 
-def prepare_main(args, settings: dict) -> dict:
+def prepare_main(args, recordings: List[Recording], settings: dict) -> dict:
     """Build train/val/test unless a complete build of ``settings`` exists.
 
     Returns:
@@ -600,7 +600,6 @@ def prepare_main(args, settings: dict) -> dict:
                   flush=True)
             return meta
     # Every check that needs no decoding comes before anything is written.
-    recordings = list_recordings(args.fsdd)
     splits = assign_recordings(recordings, args.split, args.test_speakers,
                                args.val_takes, args.seed)
     pools = image_pools(args.mnist, args.image_split, args.seed)
@@ -675,13 +674,13 @@ def parse_extra(spec: str) -> Tuple[str, str, str]:
     return name, parts[0], parts[1]
 
 
-def prepare_extra(args, spec: str, meta: dict) -> int:
+def prepare_extra(args, name: str, fsdd_dir: str, mnist_dir: str,
+                  meta: dict) -> int:
     """Write one extra test list with the training split's PCA and norm.
 
     Returns:
         int: Clips written.
     """
-    name, fsdd_dir, mnist_dir = parse_extra(spec)
     recordings = list_recordings(fsdd_dir)
     groups = {name: recordings}
     extract_all(groups, args, lambda g, r: f'{g}__{r.stem}')
@@ -764,9 +763,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def settings_of(args) -> dict:
+def settings_of(args, recordings: Sequence[Recording]) -> dict:
     """What determines the train/val/test build (the resume guard)."""
-    recordings = list_recordings(args.fsdd)
     return dict(
         tool='prepare_fsdd_mnist', split=args.split,
         test_speakers=sorted(args.test_speakers), val_takes=args.val_takes,
@@ -783,14 +781,15 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
+        # Parsed (so validated) before any work.
         extras = [parse_extra(spec) for spec in args.extra_test]
-        del extras  # validated before any work
-        settings = settings_of(args)
-        meta = prepare_main(args, settings)
-        for spec in args.extra_test:
-            count = prepare_extra(args, spec, meta)
-            print(f'[{NAME}] extra test set {parse_extra(spec)[0]}: '
-                  f'{count} clips', flush=True)
+        recordings = list_recordings(args.fsdd)
+        meta = prepare_main(args, recordings,
+                            settings_of(args, recordings))
+        for name, fsdd_dir, mnist_dir in extras:
+            count = prepare_extra(args, name, fsdd_dir, mnist_dir, meta)
+            print(f'[{NAME}] extra test set {name}: {count} clips',
+                  flush=True)
     except InputError as err:
         shutil.rmtree(osp.join(args.out, BUILD_DIR), ignore_errors=True)
         raise SystemExit(f'prepare_fsdd_mnist: {err}') from None
