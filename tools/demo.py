@@ -28,11 +28,12 @@ the checks are stated per seed.
 ``--dataset fsdd_mnist --fsdd DIR --mnist DIR`` prepares FSDD-MNIST with
 ``tools/data/prepare_fsdd_mnist.py`` (``--split speaker --test-speakers
 NAME`` for held-out speakers) and runs the same protocol on it, the strong
-ensemble on every test clip and every budget of both modalities.
-``--pairs jt:crmt mmat:crmt_at mixup:crmt_mix`` adds the paper's other
-baseline/CRMT pairs; each pair gets its own table. A finished training whose dumped config
-equals the current one is reused (an interrupted run resumes); a finished
-training with a different config is refused, never silently reused.
+ensemble on both modalities at every budget, on a seeded subsample of about
+128 test clips. ``--pairs jt:crmt mmat:crmt_at mixup:crmt_mix`` adds the
+paper's other baseline/CRMT pairs; each pair gets its own table. A finished
+training whose dumped config equals the current one is reused (an
+interrupted run resumes); a finished training with a different config is
+refused, never silently reused.
 """
 import argparse
 import json
